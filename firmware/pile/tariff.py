@@ -1,0 +1,34 @@
+"""The fee model in force: received from the platform, validated, kept on flash.
+
+update() takes a feeModelUpdateSrv body: a valid model replaces the stored one
+atomically; an invalid one is refused with the reason and the old one stays.  A session
+copies the model when it starts, so a model received mid-charge applies from the next.
+"""
+from pile import fees, log, store
+
+FILE = "feemodel.json"
+
+
+class Tariff:
+    def __init__(self):
+        model = store.load(FILE)
+        why = fees.check(model) if model is not None else None
+        if why:
+            log.error("tariff", "stored fee model rejected (%s); none in force" % why)
+            model = None
+        self.model = model
+
+    def model_id(self):
+        return self.model["id"] if self.model else ""
+
+    def update(self, body):
+        """Return None when the model was taken, else the reason it was refused."""
+        model, why = fees.parse(body)
+        if why:
+            log.warn("tariff", "fee model refused: %s" % why)
+            return why
+        store.save(FILE, model)
+        self.model = model
+        log.info("tariff", "fee model %s in force (%d segments)"
+                 % (model["id"], len(model["starts"])))
+        return None

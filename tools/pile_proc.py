@@ -1,0 +1,146 @@
+"""Run the firmware on the MicroPython unix port as a separate process, and drive it.
+
+PileProcess writes the pile's factory config into its own directory, starts
+``micropython firmware/main.py`` with the simulated board, keeps its console output in a
+file, and talks to the simulated board's bench port (JSON lines over TCP).  Used by the
+demo (tools/demo.py), the system tests and the benchmarks.
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
+MPYPATH = ".frozen:" + os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT, "lib")
+VENDOR_KEY = "bc0e921e1132c98628197baea2edd65d)"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PileProcess:
+    def __init__(self, workdir, provision_url, cpu_id="HCS220922001000", speed=1,
+                 epoch_ms=None, board="boards/sim/board.json", heap=None, mpypath=None,
+                 **config):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.cpu_id = cpu_id
+        self.bench_port = free_port()
+        self.speed = speed
+        self.epoch_ms = epoch_ms
+        self.board = os.path.join(ROOT, board)
+        self.heap = heap
+        self.mpypath = mpypath or MPYPATH
+        self.config = dict(app_id="hci", cpu_id=cpu_id, product_type="HCI-EVA7",
+                           secret_key=VENDOR_KEY, provision_url=provision_url,
+                           backoff_min_ms=200, backoff_max_ms=2000, keepalive_s=10)
+        self.config.update(config)
+        self.proc = None
+        self.log_path = os.path.join(workdir, "console.log")
+        self.starts = 0
+
+    def write_config(self):
+        with open(os.path.join(self.dir, "config.json"), "w") as f:
+            json.dump(self.config, f)
+
+    def start(self, wait=True):
+        self.write_config()
+        cmd = [MICROPYTHON]
+        if self.heap:
+            cmd += ["-X", "heapsize=%d" % self.heap]
+        cmd += [os.path.join(ROOT, "firmware", "main.py"), "--board", self.board,
+                "--config", os.path.join(self.dir, "config.json"), "--storage", self.dir,
+                "--bench", str(self.bench_port), "--speed", str(self.speed),
+                "--cpu-id", self.cpu_id]
+        if self.epoch_ms:
+            cmd += ["--epoch-ms", str(self.epoch_ms)]
+        self.starts += 1
+        log = open(self.log_path, "a")
+        log.write("=== start %d\n" % self.starts)
+        log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=dict(os.environ, MICROPYPATH=self.mpypath))
+        log.close()
+        if wait:
+            self.wait_bench()
+        return self
+
+    def wait_bench(self, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("firmware exited %s:\n%s" % (self.proc.returncode,
+                                                                 self.output()[-3000:]))
+            try:
+                return self.bench({"cmd": "state"})
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("bench port never answered:\n" + self.output()[-3000:])
+
+    def bench(self, request, timeout=5):
+        """Send one bench request; return the reply dict."""
+        line = request if isinstance(request, (str, bytes)) else json.dumps(request)
+        if isinstance(line, str):
+            line = line.encode()
+        with socket.create_connection(("127.0.0.1", self.bench_port), timeout=timeout) as s:
+            s.sendall(line.rstrip(b"\n") + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data)
+
+    def state(self):
+        return self.bench({"cmd": "state"})["state"]
+
+    def output(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_output(self, pattern, timeout=10, count=1):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if len(re.findall(pattern, self.output())) >= count:
+                return
+            if self.proc and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("no %r in the console:\n%s" % (pattern, self.output()[-3000:]))
+
+    def wait_state(self, pred, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            st = self.state()
+            if pred(st):
+                return st
+            if time.time() > deadline:
+                raise AssertionError("state never matched; last: %s" % st)
+            time.sleep(0.02)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
