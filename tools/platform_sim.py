@@ -349,7 +349,8 @@ class PlatformSim:
     def _start_mqtt(self, timeout=10.0):
         client = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id="platform-sim-" + secrets.token_hex(4))
-        client.username_pw_set(*self.broker.admin)
+        if self.broker.admin[0]:
+            client.username_pw_set(*self.broker.admin)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda c, u, mid, codes, p: self._subscribed.set()
         client.on_message = self._on_message
