@@ -58,7 +58,7 @@ class Protocol:
         return self.topic("topic_reply", cmd), json.dumps(msg).encode()
 
     def decode(self, topic, payload):
-        if topic.endswith("_reply"):
+        if topic.endswith("_reply") and not topic.endswith("/post_reply"):
             return ("drop", "own reply")
         try:
             msg = json.loads(payload)
