@@ -45,6 +45,13 @@ class PileProcess:
         self.log_path = os.path.join(workdir, "console.log")
         self.starts = 0
 
+    def main_py(self):
+        """main.py of the image on the path (a build/ dir of .mpy files, or firmware/)."""
+        for d in self.mpypath.split(":")[1:]:
+            if os.path.exists(os.path.join(d, "main.py")):
+                return os.path.join(d, "main.py")
+        return os.path.join(ROOT, "firmware", "main.py")
+
     def write_config(self):
         with open(os.path.join(self.dir, "config.json"), "w") as f:
             json.dump(self.config, f)
@@ -54,7 +61,7 @@ class PileProcess:
         cmd = [MICROPYTHON]
         if self.heap:
             cmd += ["-X", "heapsize=%d" % self.heap]
-        cmd += [os.path.join(ROOT, "firmware", "main.py"), "--board", self.board,
+        cmd += [self.main_py(), "--board", self.board,
                 "--config", os.path.join(self.dir, "config.json"), "--storage", self.dir,
                 "--bench", str(self.bench_port), "--speed", str(self.speed),
                 "--cpu-id", self.cpu_id]

@@ -5,6 +5,7 @@ are decoded once (protocol.decode) and routed to a handler per service; events g
 through send().  It is also the status surface for the serial REPL (status()).
 """
 import asyncio
+import gc
 import time
 from binascii import hexlify
 from os import urandom
@@ -252,7 +253,8 @@ class App:
                 "register_mwh": self.metering.register(), "fee_model": self.tariff.model_id(),
                 "orders_pending": len(self.journal.orders), "link": self.link.connected,
                 "connects": self.link.connects, "link_error": self.link.last_error,
-                "provision_error": self.prov.last_error, "rejected": self.rejected}
+                "provision_error": self.prov.last_error, "rejected": self.rejected,
+                "mem_alloc": gc.mem_alloc(), "mem_free": gc.mem_free()}
 
 
 class Reports:
