@@ -1,0 +1,89 @@
+"""IEC 61851-1 control pilot logic, without any I/O (PROTOCOL.md section 7).
+
+Owns: the state letter A..F read from the CP high plateau, the PWM duty that offers
+a current limit, and the debounced state and diode check of one gun's pilot.  The
+caller reads the HAL (cp_read) about every 10 ms and feeds the values to Pilot.update.
+
+Levels (millivolts, thresholds at the midpoints between nominal plateaus):
+    A >= 10500 > B >= 7500 > C >= 4500 > D >= 1500 > E > -10500 >= F
+F is only a clear -12 V (same 1.5 V margin as the others); anything between the
+E and F plateaus is E (error).
+"""
+
+# (lowest hi_mv of the band, letter), highest band first
+_BANDS = ((10500, "A"), (7500, "B"), (4500, "C"), (1500, "D"), (-10499, "E"))
+DIODE_MV = -10000  # the PWM low level must be below this while a vehicle is present
+
+
+def level(hi_mv):
+    """The state letter 'A'..'F' for a CP high plateau in millivolts."""
+    for low, letter in _BANDS:
+        if hi_mv >= low:
+            return letter
+    return "F"
+
+
+def duty_for(limit_da):
+    """PWM duty (int %) offering at most limit_da (0.1 A); None below 6 A.
+
+    6..51 A: duty = A / 0.6; 51..80 A: duty = A / 2.5 + 64; both rounded down so the
+    current the vehicle reads from the duty never exceeds the limit.  Above 80 A the
+    duty stays at 96 % (80 A).
+    """
+    if limit_da < 60:
+        return None
+    if limit_da <= 510:
+        return limit_da // 6
+    # 85 % already means 51 A; the second formula only pays from 55 A (86 %) on
+    return min(96, max(85, limit_da // 25 + 64))
+
+
+def current_da(duty):
+    """The current (0.1 A) a vehicle reads from a duty: the inverse of duty_for."""
+    if duty < 10 or duty > 96:
+        return None
+    if duty <= 85:
+        return duty * 6
+    return (duty - 64) * 25
+
+
+class Pilot:
+    """Debounced pilot state and diode check.
+
+    update(hi_mv, lo_mv, pwm_on) -> state letter.  A new raw level becomes the state
+    only after `confirm` consecutive reads agree; a single odd read changes nothing.
+    .state starts as 'A' (no vehicle).  .diode_ok turns False once `confirm`
+    consecutive reads show PWM on, a vehicle present (raw B/C/D) and the low level
+    above -10 V, and True again at the first read that does not.
+    """
+
+    def __init__(self, confirm=2):
+        self.confirm = max(1, confirm)
+        self.state = "A"
+        self.raw = "A"
+        self.diode_ok = True
+        self._cand = None
+        self._seen = 0
+        self._bad = 0
+
+    def update(self, hi_mv, lo_mv, pwm_on):
+        raw = level(hi_mv)
+        self.raw = raw
+        if raw == self.state:
+            self._cand = None
+            self._seen = 0
+        elif raw == self._cand:
+            self._seen += 1
+        else:
+            self._cand = raw
+            self._seen = 1
+        if self._seen >= self.confirm:
+            self.state = raw
+            self._cand = None
+            self._seen = 0
+        if pwm_on and raw in "BCD" and lo_mv > DIODE_MV:
+            self._bad += 1
+        else:
+            self._bad = 0
+        self.diode_ok = self._bad < self.confirm
+        return self.state

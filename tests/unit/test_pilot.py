@@ -1,0 +1,127 @@
+"""pile.pilot: CP levels, duty table, debounce and diode check."""
+from pile.pilot import Pilot, current_da, duty_for, level
+
+
+def test_level_nominal():
+    for mv, want in ((12000, "A"), (9000, "B"), (6000, "C"), (3000, "D"),
+                     (0, "E"), (-12000, "F")):
+        assert level(mv) == want, (mv, level(mv))
+
+
+def test_level_thresholds():
+    table = (
+        (20000, "A"), (10500, "A"), (10499, "B"),
+        (7500, "B"), (7499, "C"),
+        (4500, "C"), (4499, "D"),
+        (1500, "D"), (1499, "E"),
+        (-6000, "E"), (-10499, "E"),  # between the E and F plateaus: error
+        (-10500, "F"), (-13000, "F"),
+    )
+    for mv, want in table:
+        assert level(mv) == want, (mv, level(mv), want)
+
+
+def test_duty_table():
+    table = (
+        (0, None), (-10, None), (59, None),   # below 6 A: cannot offer charging
+        (60, 10), (100, 16), (130, 21),       # 6 A; 10 A -> 16.67 rounded down
+        (160, 26), (320, 53),                 # 32 A -> 53 % as in the seed
+        (509, 84), (510, 85),                 # 51 A
+        (511, 85), (549, 85), (550, 86),      # 51 < A < 55: 85 % (51 A) is the best
+        (630, 89), (800, 96), (1000, 96),     # 80 A and above: 96 %
+    )
+    for da, want in table:
+        assert duty_for(da) == want, (da, duty_for(da), want)
+
+
+def test_duty_never_exceeds_and_is_best():
+    for da in range(60, 801):
+        d = duty_for(da)
+        assert current_da(d) <= da, (da, d)
+        if d < 96:
+            assert current_da(d + 1) > da, (da, d)
+
+
+def feed(p, seq, lo=-12000, pwm=False):
+    return [p.update(mv, lo, pwm) for mv in seq]
+
+
+def test_starts_idle():
+    p = Pilot()
+    assert p.state == "A" and p.diode_ok
+
+
+def test_glitch_ignored():
+    p = Pilot()
+    assert feed(p, [12000, 9000, 12000, 12000]) == ["A"] * 4
+    # alternating glitches never settle
+    assert feed(p, [9000, 12000] * 10) == ["A"] * 20
+
+
+def test_change_seen_in_confirm_reads():
+    for confirm in (1, 2, 3, 5):
+        p = Pilot(confirm)
+        got = feed(p, [9000] * confirm)
+        assert got == ["A"] * (confirm - 1) + ["B"], (confirm, got)
+
+
+def test_vehicle_leaves_c_within_two_reads():
+    p = Pilot(2)
+    feed(p, [6000, 6000])
+    assert p.state == "C"
+    assert feed(p, [9000, 9000]) == ["C", "B"]  # 20 ms at a 10 ms read interval
+
+
+def test_fast_pass_through_levels_not_missed():
+    p = Pilot(2)
+    feed(p, [6000] * 3)
+    # plug pulled while charging: the plateau sweeps C -> B -> A
+    assert feed(p, [9000, 12000, 12000]) == ["C", "C", "A"]
+
+
+def test_glitch_then_real_change():
+    p = Pilot(2)
+    # one odd read of E, then the vehicle really goes to B
+    assert feed(p, [0, 9000, 9000]) == ["A", "A", "B"]
+
+
+def test_fault_levels_confirmed():
+    p = Pilot(2)
+    feed(p, [6000, 6000])
+    assert feed(p, [0, 0]) == ["C", "E"]
+    assert feed(p, [-12000, -12000]) == ["E", "F"]
+
+
+def test_diode_check():
+    p = Pilot(2)
+    feed(p, [6000, 6000], lo=-12000, pwm=True)
+    assert p.diode_ok
+    p.update(6000, -6000, True)
+    assert p.diode_ok            # one bad read is not enough
+    p.update(6000, -6000, True)
+    assert not p.diode_ok        # two in a row
+    p.update(6000, -12000, True)
+    assert p.diode_ok            # the diode is back
+    p.update(6000, -6000, True)
+    p.update(6000, -12000, True)
+    p.update(6000, -6000, True)
+    assert p.diode_ok            # not consecutive
+
+
+def test_diode_check_needs_pwm_and_vehicle():
+    p = Pilot(2)
+    feed(p, [6000] * 4, lo=6000, pwm=False)      # no PWM: lo == hi, fine
+    assert p.diode_ok
+    p = Pilot(2)
+    feed(p, [12000] * 4, lo=-5000, pwm=True)     # no vehicle (A)
+    assert p.diode_ok
+    p = Pilot(2)
+    feed(p, [0] * 4, lo=-5000, pwm=True)         # E is no vehicle reading
+    assert p.diode_ok
+    for mv in (9000, 6000, 3000):
+        p = Pilot(2)
+        feed(p, [mv] * 2, lo=-9999, pwm=True)
+        assert not p.diode_ok, mv
+        p = Pilot(2)
+        feed(p, [mv] * 2, lo=-10000, pwm=True)   # exactly -10 V passes
+        assert p.diode_ok, mv
