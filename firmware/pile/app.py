@@ -39,7 +39,7 @@ class App:
         self.rejected = 0
         self.tariff = Tariff()
         self.journal = Journal(self.send, cfg, board.ticks_ms)
-        self.prot = Protection(board, board_cfg)
+        self.prot = Protection(board, board_cfg, cfg)
         self.metering = Metering(board, board_cfg, cfg)
         self.charger = Charger(board, cfg, board_cfg, self.tariff, self.journal, self.send,
                                self.prot)
@@ -214,14 +214,21 @@ class App:
         self.alive[name] = time.ticks_ms()
 
     async def watchdog(self):
-        """Feed the watchdog only while every critical task keeps going round."""
+        """Feed the watchdog only while every critical task keeps going round.
+
+        wdt_ms is board time (the simulated board divides it by its speed, down to its
+        floor of real time); tasks sleep real time.  Feed at a quarter of the real
+        timeout (at most every 100 ms) so that a fast simulated clock never starves it."""
         self.board.wdt_start(self.cfg["wdt_ms"])
+        now = time.ticks_ms()
+        for name in ("control", "measure", "report"):
+            self.alive.setdefault(name, now)      # a task that never starts counts too
         while True:
             now = time.ticks_ms()
             if all(time.ticks_diff(now, t) < self.cfg["wdt_ms"] // 2
                    for t in self.alive.values()):
                 self.board.wdt_feed()
-            await asyncio.sleep_ms(100)
+            await asyncio.sleep_ms(max(5, min(100, self.cfg["wdt_ms"] // self.board.speed // 4)))
 
     # --- running --------------------------------------------------------------------------
     async def main(self):
@@ -242,6 +249,7 @@ class App:
         return [self.control(), self.measure(), self.report(), self.watchdog()]
 
     def status(self):
+        gc.collect()
         c = self.charger
         return {"dev_id": self.cfg["dev_id"], "work_status": c.work_status(),
                 "cp": c.pilot.state, "duty": c.duty, "relay": self.board.relay_feedback(),
