@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 LIB := lib/umqtt/simple.py
 PORT ?= /dev/ttyUSB0
 BOARD ?= pile7kw
+MPREMOTE ?= $(VENV)/bin/mpremote
+export MPREMOTE
 
 .PHONY: help setup run test bench deploy repl clean
 
@@ -34,11 +36,11 @@ test: setup      ## all tests: MicroPython unit tests, host tests, system tests
 bench: setup     ## benchmarks under bench/ (print figures)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-deploy: setup    ## put the firmware on a board: make deploy PORT=/dev/ttyUSB0 BOARD=name
-	$(PY) tools/deploy.py --port $(PORT) --board $(BOARD)
+deploy: setup    ## put the firmware on a board: make deploy PORT=/dev/ttyUSB0 BOARD=name [CONFIG=file] [FULL=1]
+	$(PY) tools/deploy.py --port $(PORT) --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(FULL),--full)
 
 repl: setup      ## open the board's serial REPL: make repl PORT=/dev/ttyUSB0
-	$(VENV)/bin/mpremote connect $(PORT) repl
+	$(MPREMOTE) connect $(PORT) repl
 
 clean:           ## remove the venv, lib/ and build output
 	rm -rf $(VENV) lib build run

@@ -68,6 +68,9 @@ Life cycle
     tasks() -> list          coroutines the board needs run (the bench port, the
                              simulated world); the app creates a task for each.
     shutdown()               make the hardware safe: relay open, PWM off (+12 V).
+    close()                  the application stopped at the console (Ctrl-C): disarm the
+                             watchdog or keep it fed, release the board's own services.
+    bench_handlers           dict the app fills with its bench commands (unused on hardware).
 """
 
 
