@@ -10,10 +10,16 @@ Failures handled (each ends the session and reconnects with back-off and jitter)
 failure, connection refused or reset, credentials refused (CONNACK 4/5: the stored
 credentials are dropped and provisioning runs again), a broker that accepts TCP and
 never answers (CONNACK timeout), a silent link (no packet for 1.5 keepalive), a peer
-that stops reading (bounded write wait), an oversized packet.
+that stops reading (bounded write wait), a malformed packet length.  A downlink over
+MAX_PACKET bytes is skipped as it streams in (acknowledged, logged, never buffered).
+
+After a reconnect the messages queued by on_connect (the announcements) go out before
+the ones left over from the last session.
 
 publish() only queues: QoS 1 messages stay in the outbox until PUBACK and are sent
-again after a reconnect; QoS 0 messages are dropped while offline.
+again after a reconnect; QoS 0 messages are dropped while offline.  Incoming messages
+wait in a small inbox; while it is full the link stops reading (TCP pushes back on the
+broker) rather than drop a message it has acknowledged.
 """
 import asyncio
 import random
@@ -24,6 +30,7 @@ from umqtt import simple
 from pile import log, net
 
 OUTBOX = 24
+INBOX = 8
 MAX_PACKET = 8192
 WRITE_WAIT_MS = 3000
 
@@ -73,15 +80,24 @@ class _Sockets:
 simple.socket = _Sockets
 
 
-def packet_size(buf):
-    """Length of the first whole MQTT packet in buf, or 0 when it is not all there."""
+def header(buf):
+    """(fixed header bytes, remaining length) of the packet at the start of buf, or None
+    while the header is incomplete; ValueError when the length field is malformed."""
     n = shift = 0
     for i in range(1, min(len(buf), 5)):
         n |= (buf[i] & 0x7F) << shift
         if not buf[i] & 0x80:
-            return 1 + i + n if len(buf) >= 1 + i + n else 0
+            return 1 + i, n
         shift += 7
-    return 0
+    if len(buf) >= 5:
+        raise ValueError("malformed packet length")
+    return None
+
+
+def packet_size(buf):
+    """Length of the first whole MQTT packet in buf, or 0 when it is not all there."""
+    h = header(buf)
+    return h[0] + h[1] if h and len(buf) >= h[0] + h[1] else 0
 
 
 class Link:
@@ -120,9 +136,8 @@ class Link:
     async def run(self):
         delay = self.cfg["backoff_min_ms"]
         while True:
-            creds = await self.prov.creds()
             try:
-                await self._session(creds)
+                await self._session(await self.prov.creds())
             except Exception as e:  # every failure ends the session the same way
                 self.last_error = "%s: %s" % (type(e).__name__, e) if str(e) else repr(e)
                 log.warn("link", "session ended: %s" % self.last_error)
@@ -156,6 +171,7 @@ class Link:
         client.set_callback(self._deliver)
         self._pipe, self._client, self._reader = pipe, client, reader
         self._acks = {}
+        self._skip = 0
         self._encode(client.connect)
         await self._flush()
         rc = await self._expect("connack", self.cfg["connect_timeout_ms"])
@@ -172,7 +188,12 @@ class Link:
         self.connected = True
         self.connects += 1
         log.info("link", "connected (session %d)" % self.connects)
-        self.on_connect()
+        left = len(self.outbox)
+        try:
+            self.on_connect()
+        except Exception as e:
+            log.error("link", "on_connect failed: %r" % e)
+        self.outbox = self.outbox[left:] + self.outbox[:left]
         await self._serve()
 
     def _topic(self, name):
@@ -221,12 +242,27 @@ class Link:
     def _dispatch(self):
         pipe = self._pipe
         while pipe.rx:
-            size = packet_size(pipe.rx)
-            if not size:
-                if len(pipe.rx) > MAX_PACKET:
-                    raise OSError("packet over %d bytes" % MAX_PACKET)
+            if self._skip:
+                n = min(self._skip, len(pipe.rx))
+                pipe.rx, self._skip = pipe.rx[n:], self._skip - n
+                continue
+            try:
+                h = header(pipe.rx)
+            except ValueError as e:
+                raise OSError(str(e))
+            if not h:
+                return
+            size = h[0] + h[1]
+            if size > MAX_PACKET:
+                if len(pipe.rx) < 512:
+                    return          # wait for the topic and packet id
+                self._oversize(h[0], size)
+                continue
+            if len(pipe.rx) < size:
                 return
             kind = pipe.rx[0] & 0xF0
+            if kind == 0x30 and self.connected and len(self.inbox) >= INBOX:
+                return                      # _serve calls again once the inbox drains
             if kind in (0x30, 0xD0):
                 self._client.wait_msg()     # whole packet buffered: cannot block
                 continue
@@ -238,6 +274,19 @@ class Link:
             elif kind == 0x40:
                 self._puback(packet[2] << 8 | packet[3])
 
+    def _oversize(self, start, size):
+        """Skip a packet too big to hold; acknowledge it if it is a QoS 1 PUBLISH."""
+        rx, topic = self._pipe.rx, "?"
+        if rx[0] & 0xF0 == 0x30:
+            end = start + 2 + (rx[start] << 8 | rx[start + 1])
+            if end + 2 <= len(rx):
+                topic = repr(bytes(rx[start + 2:end]))
+                if rx[0] & 6:
+                    self._pipe.tx += bytes((0x40, 2, rx[end], rx[end + 1]))
+        log.warn("link", "dropped a %d-byte packet on %s: over %d bytes"
+                 % (size, topic, MAX_PACKET))
+        self._skip = size
+
     def _puback(self, pid):
         for i, entry in enumerate(self.outbox):
             if entry[3] == pid:
@@ -245,14 +294,15 @@ class Link:
                 return
 
     def _deliver(self, topic, msg):
-        if len(self.inbox) >= 8:
+        if len(self.inbox) >= INBOX:        # only while connecting: see _dispatch
             log.warn("link", "inbox full: message on %s dropped" % topic)
             return
         self.inbox.append((topic.decode(), msg))
 
     async def _serve(self):
         keep_ms = self.cfg["keepalive_s"] * 1000
-        self._last_rx = last_tx = time.ticks_ms()
+        self._last_rx = last_ping = time.ticks_ms()
+        self._reader_error = None
         reader = asyncio.create_task(self._reader_loop())
         try:
             while True:
@@ -260,12 +310,19 @@ class Link:
                     raise OSError(self._reader_error or "reader stopped")
                 self._send_outbox()
                 while self.inbox:
-                    self.on_message(*self.inbox.pop(0))
+                    try:
+                        self.on_message(*self.inbox.pop(0))
+                    except Exception as e:
+                        log.error("link", "on_message failed: %r" % e)
+                    if not self.inbox and self._pipe.rx:
+                        self._dispatch()    # messages held back while the inbox was full
                 now = time.ticks_ms()
-                if time.ticks_diff(now, last_tx) > keep_ms // 2:
+                # ping every half keepalive, busy or not: QoS 0 traffic alone gets no
+                # answer, and the broker's silence must be told from a dead link
+                if time.ticks_diff(now, last_ping) > keep_ms // 2:
                     self._encode(self._client.ping)
+                    last_ping = now
                 if self._pipe.tx:
-                    last_tx = now
                     await self._flush()
                 if time.ticks_diff(now, self._last_rx) > keep_ms * 3 // 2:
                     raise OSError("no packet from the broker for %d s" % (keep_ms * 3 // 2000))
@@ -282,8 +339,10 @@ class Link:
     async def _reader_loop(self):
         try:
             while True:
+                while len(self.inbox) >= INBOX:
+                    await asyncio.sleep_ms(10)
                 await self._read(1000)
-                if self.inbox:
+                if self.inbox or self._pipe.tx:
                     self._wake.set()
         except Exception as e:
             self._reader_error = str(e) or repr(e)

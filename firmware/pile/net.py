@@ -39,9 +39,9 @@ async def resolve(host, port, timeout_ms=5000):
         waited += 20
     if isinstance(box[0], Exception):
         raise NetError("DNS failed for %s: %s" % (host, box[0]))
-    # the address object is opaque on some ports; connect by the name's IP text
-    return socket.inet_ntop(socket.AF_INET, box[0][4:8]) if isinstance(box[0], bytes) \
-        else box[0][0]
+    # the unix port gives a raw sockaddr (bytearray), the ESP32 an (ip, port) tuple
+    addr = box[0]
+    return addr[0] if isinstance(addr, tuple) else socket.inet_ntop(socket.AF_INET, addr[4:8])
 
 
 async def connect(host, port, timeout_ms, tls=False):
@@ -89,9 +89,9 @@ async def http_get(url, timeout_ms, limit=4096):
                 break
             data += chunk
     except asyncio.TimeoutError:
-        raise NetError("HTTP timeout from %s" % host)
+        raise NetError("HTTP timeout from %s:%d" % (host, port))
     except OSError as e:
-        raise NetError("HTTP error from %s: %s" % (host, e))
+        raise NetError("HTTP error from %s:%d: %s" % (host, port, e))
     finally:
         await close(writer)
     if len(data) > limit:

@@ -91,7 +91,9 @@ class Protocol:
         if not topic.endswith("/" + cmd):
             return ("bad", "cmd %s on topic %s" % (cmd, topic), cmd, sid)
         target = msg.get("control_equip_id", head.get("dev_id"))
-        if target != self.dn or head.get("dev_id", self.dn) != self.dn:
+        if target == self.dn:
+            target = head.get("dev_id", self.dn)
+        if target != self.dn:
             return ("bad", "addressed to %s, not this pile" % target, cmd, sid)
         if not isinstance(sid, int) or isinstance(sid, bool):
             return ("bad", "head.session_id missing", cmd, None)

@@ -56,7 +56,10 @@ def parse(status, body):
         raise ProvisionError("answer is not an object")
     if doc.get("result_code") != OK_CODE:
         raise ProvisionError("refused: %s %s" % (doc.get("result_code"), doc.get("message")))
-    for plat in doc.get("platform_params") or ():
+    plats = doc.get("platform_params")
+    if not isinstance(plats, list):
+        raise ProvisionError("platform_params is not a list")
+    for plat in plats:
         if isinstance(plat, dict) and plat.get("plat_type") == "jsIOT":
             return _creds(plat.get("params"))
     raise ProvisionError("no jsIOT entry in platform_params")
@@ -82,19 +85,24 @@ def _creds(params):
 class Provisioner:
     def __init__(self, cfg):
         self.cfg = cfg
-        self.stored = store.load(FILE)
         self.last_error = None
         self.attempts = 0
+        self.stored = store.load(FILE)
+        if self.stored is not None:
+            try:
+                self.stored = _creds(self.stored)
+            except ProvisionError as e:
+                self.forget("stored credentials unusable: %s" % e)
 
     async def creds(self):
         delay = self.cfg["backoff_min_ms"]
         while not self.stored:
             try:
                 self.stored = await self.provision_once()
-            except (ProvisionError, net.NetError) as e:
-                self.last_error = str(e)
+            except Exception as e:  # any failure: keep the reason, wait, try again
+                self.last_error = str(e) or repr(e)
                 wait = delay + random.getrandbits(10) * delay // 2048
-                log.warn("prov", "failed: %s; retry in %d ms" % (e, wait))
+                log.warn("prov", "failed: %s; retry in %d ms" % (self.last_error, wait))
                 await asyncio.sleep_ms(wait)
                 delay = min(delay * 2, self.cfg["backoff_max_ms"])
         return self.stored
