@@ -50,9 +50,12 @@ def current_da(duty):
 class Pilot:
     """Debounced pilot state and diode check.
 
-    update(hi_mv, lo_mv, pwm_on) -> state letter.  A new raw level becomes the state
-    only after `confirm` consecutive reads agree; a single odd read changes nothing.
-    .state starts as 'A' (no vehicle).  .diode_ok turns False once `confirm`
+    update(hi_mv, lo_mv, pwm_on) -> state letter.  The state changes once `confirm`
+    consecutive reads differ from it, and takes the latest read: a single odd read
+    changes nothing, and a real change is seen after `confirm` reads even while the
+    level bounces on its way (C -> B/A/B/A while the plug comes out leaves C in two
+    reads; waiting for two equal reads would keep the relay closed for the whole
+    bounce).  .state starts as 'A' (no vehicle).  .diode_ok turns False once `confirm`
     consecutive reads show PWM on, a vehicle present (raw B/C/D) and the low level
     above -10 V, and True again at the first read that does not.
     """
@@ -62,25 +65,19 @@ class Pilot:
         self.state = "A"
         self.raw = "A"
         self.diode_ok = True
-        self._cand = None
-        self._seen = 0
+        self._seen = 0      # consecutive reads unlike .state
         self._bad = 0
 
     def update(self, hi_mv, lo_mv, pwm_on):
         raw = level(hi_mv)
         self.raw = raw
         if raw == self.state:
-            self._cand = None
             self._seen = 0
-        elif raw == self._cand:
-            self._seen += 1
         else:
-            self._cand = raw
-            self._seen = 1
-        if self._seen >= self.confirm:
-            self.state = raw
-            self._cand = None
-            self._seen = 0
+            self._seen += 1
+            if self._seen >= self.confirm:
+                self.state = raw
+                self._seen = 0
         if pwm_on and raw in "BCD" and lo_mv > DIODE_MV:
             self._bad += 1
         else:

@@ -2,14 +2,41 @@
 close the relay.
 
 Charger.tick() runs every ~10 ms: it reads the pilot through the HAL and moves the
-state machine (work_status codes of PROTOCOL.md §4):
+state machine (work_status codes of PROTOCOL.md section 4):
 
     IDLE 10 --plug--> PLUGGED 11 --start--> STARTING 12 --lock ok, vehicle C/D--> CHARGING 13
     CHARGING --stop / limit / unplug / fault / offline--> FINISHED 14 --unplug--> IDLE
-    any state with a blocking fault reports FAULT 16 and shows CP state F
+    any state with a blocking fault reports FAULT 16
 
-The relay closes only while the lock is confirmed, the vehicle is in C or D, PWM runs
-and no fault blocks (_interlock).  It opens in the same tick the vehicle leaves C/D.
+CP output: +12 V (duty 100) with no session, PWM at duty_for(limit_da()) while a session
+runs (recomputed every tick: rated current, cable, the platform's power limit in
+charge_mode 15, protective derating), -12 V (state F, duty 0) while a fault makes the
+pile unavailable (protection.idle_duty(): a fault that waits for the unplug keeps
++12 V so the unplug can be seen).  While the pile itself drives -12 V the CP shows
+nothing of the vehicle, so the pilot keeps its last state instead of reading F.
+
+The relay closes only while the lock is confirmed, the vehicle is in C or D (debounced
+and in this very read), PWM runs and no fault blocks (_interlock); it opens in the
+tick any of that stops holding (the vehicle leaving C/D: two reads, ~20 ms).  The lock
+is released once the contacts report open.
+
+Stop codes (result_code / order reason): platform stopChargeSrv -> cfg "stop_codes"
+by stop_reason (1002 for an unknown reason), at the pile (bench stop, stop button,
+REPL) 1001, time / energy / amount limit 1003 / 1004 / 1005, offline too long 1006,
+gun pulled out (CP A while charging) 1008, fault: the fault's code.
+Vehicle stops: the only way a vehicle on a basic AC pilot asks to stop is opening S2
+(C -> B).  A pause in B is normal (pre-conditioning, full battery, timers); the
+session goes on and the relay closes again when the vehicle returns to C.  Once the
+vehicle has stayed in B for vehicle_pause_s the session ends with 1010 ("vehicle
+opened S2").  1011 ("vehicle stopped") is not produced: without ISO 15118 the pile
+cannot tell a vehicle that decided to stop from one that opened S2, and a vehicle that
+stays in C drawing no current may still resume, so that session stays open.
+
+Repeats: a startChargeSrv / stopChargeSrv for the running session or for one of the
+last RECENT trades is answered again (the recorded start_result, or stop_result 11 /
+stop_fail_reson 11 with the recorded stop code), never acted on twice.  An unknown
+pre_trade_no in stopChargeSrv gets stop_result 11 / stop_fail_reson 10.
+
 A running session checkpoints itself (energy per band, meter start, times) so that a
 restart closes it with a correct order (recover()).
 """
@@ -25,8 +52,10 @@ START_OK, START_FAULT, START_TIMEOUT, NOT_CONNECTED, BUSY, START_FAILED = 10, 11
 AT_PILE, BY_PLATFORM, TIME_LIMIT, ENERGY_LIMIT, AMOUNT_LIMIT, OFFLINE = \
     1001, 1002, 1003, 1004, 1005, 1006
 PULLED_OUT, VEHICLE_S2, VEHICLE_STOPPED = 1008, 1010, 1011
-# fault_code values of a refused start (6000 model; 6001, 6002 ours)
-NO_FEE_MODEL, NO_TIME, JOURNAL_FULL, LOCK_FAILED, RCD_SELFTEST = 6000, 6001, 6002, 3011, 4006
+# fault_code values of a refused start (6000 model; 6001..6003 ours)
+NO_FEE_MODEL, NO_TIME, JOURNAL_FULL, BAD_LIMIT = 6000, 6001, 6002, 6003
+LOCK_FAILED, RCD_SELFTEST = 3011, 4006
+LIMITED = (11, 12, 14, 15)  # charge_mode with a limit_data that must be > 0
 FILE = "session.json"
 ZERO_MODEL = {"power": [0, 0, 0, 0], "service": [0, 0, 0, 0]}
 LOCK_MS, LOCK_TRIES = 1500, 3
@@ -59,11 +88,12 @@ class Charger:
 
     # --- hardware, through the HAL only ---------------------------------------------------
     def _interlock(self):
+        """May the relay be (or stay) closed?"""
         return (self.board.lock_feedback() and self.pilot.state in "CD" and
                 0 < self.duty < 100 and not self.faults.code())
 
     def _set_relay(self, closed):
-        if closed and not self._interlock():
+        if closed and not (self._interlock() and self.pilot.raw in "CD"):
             return
         if closed != self.relay:
             self.board.relay_set(closed)
@@ -83,21 +113,26 @@ class Charger:
             log.info("gun", "lock %s" % ("engaged" if locked else "released"))
 
     def limit_da(self):
+        """The current (0.1 A) the pile may offer now: the least of the rating, the
+        cable, the platform's power limit (charge_mode 15, limit_data in 0.1 kW) and
+        protective derating."""
         limit = self.rated_da
-        if self.s and self.s["mode"] == 15 and self.s["limit"]:
-            limit = min(limit, self.s["limit"] * 100000 // self.nominal_v // 10)
+        if self.s and self.s["mode"] == 15:
+            limit = min(limit, self.s["limit"] * 1000 // self.nominal_v)
         derate = self.faults.derate_da()
         return min(limit, derate) if derate is not None else limit
 
     # --- the control tick -----------------------------------------------------------------
     def tick(self):
-        hi, lo = self.board.cp_read()
         was = self.pilot.state
-        cp = self.pilot.update(hi, lo, 0 < self.duty < 100)
+        if self.duty:                       # at duty 0 the pile itself drives -12 V
+            hi, lo = self.board.cp_read()
+            self.pilot.update(hi, lo, self.duty < 100)
+        cp = self.pilot.state
         if cp != was:
             log.info("gun", "CP %s -> %s" % (was, cp))
-        if cp not in "CD":
-            self._set_relay(False)          # the vehicle left C/D: open in this tick
+        if self.relay and not self._interlock():
+            self._set_relay(False)          # e.g. the vehicle left C/D: open in this tick
         now = self.board.ticks_ms()
         if self.state in (STARTING, CHARGING):
             self._run_session(cp, now)
@@ -110,8 +145,10 @@ class Charger:
         if self._unlock_pending and not self.board.relay_feedback():
             self._unlock_pending = False
             self._set_lock(False)
-        if self.state not in (STARTING, CHARGING):
-            self._set_duty(0 if self.faults.code() else 100)
+        if self.state in (STARTING, CHARGING):
+            self._set_duty(pilot.duty_for(self.limit_da()) or 100)    # follows derating
+        else:
+            self._set_duty(self.faults.idle_duty())
 
     def _to(self, state):
         if state != self.state:
@@ -140,7 +177,6 @@ class Charger:
 
     def _starting(self, cp, now):
         s = self.s
-        self._set_duty(pilot.duty_for(self.limit_da()) or 100)
         if not self.board.lock_feedback():
             if time.ticks_diff(now, s["lock_t"]) > LOCK_MS:
                 s["lock_tries"] += 1
@@ -181,7 +217,7 @@ class Charger:
         mode, limit = s["mode"], s["limit"]
         if mode == 11 and self.bill()["total_cost"] >= limit * 100:
             return AMOUNT_LIMIT
-        if mode == 12 and sum(s["e"]) >= limit * 100000:
+        if mode == 12 and self.bill()["total_elect"] >= limit * 100:    # as reported
             return ENERGY_LIMIT
         if mode == 14 and s["chg_ms"] >= limit * 60000:
             return TIME_LIMIT
@@ -197,7 +233,7 @@ class Charger:
         """startChargeSrv: return (reply result, reason); sends startChaResEvt."""
         trade = body["pre_trade_no"]
         if self.s and self.s["trade"] == trade:
-            if self.state == CHARGING:
+            if self.state == CHARGING:      # a STARTING one answers when it knows
                 self._start_result(trade, START_OK, 0)
             return OK, None
         for rec in self.recent:
@@ -215,7 +251,9 @@ class Charger:
                   "e": [0, 0, 0, 0], "t0": now, "tick": now, "saved": now, "chg_ms": 0,
                   "lock_t": now, "lock_tries": 0, "paused": None}
         self._to(STARTING)
+        self._unlock_pending = False        # the last session's unlock must not undo this
         self._set_lock(True)
+        self._set_duty(pilot.duty_for(self.limit_da()) or 100)
         log.info("gun", "session %s starting (mode %d)" % (trade, self.s["mode"]))
         return OK, None
 
@@ -230,6 +268,10 @@ class Charger:
             return NOT_CONNECTED, 0
         if not self.tariff.model:
             return START_FAILED, NO_FEE_MODEL
+        mode, limit = body["charge_mode"], body.get("limit_data", 0)
+        if mode in LIMITED and limit <= 0 or \
+                mode == 15 and pilot.duty_for(limit * 1000 // self.nominal_v) is None:
+            return START_FAILED, BAD_LIMIT
         if not self.board.time_trusted():
             return START_FAILED, NO_TIME
         if self.journal.full():
@@ -257,12 +299,12 @@ class Charger:
         self.checkpoint()
         log.info("gun", "session %s charging" % s["trade"])
 
-    def _abort(self, result, fault):
+    def _abort(self, result, fault, stop=0):
         """A start that never reached charging: no energy, no order."""
         trade = self.s["trade"]
-        self._release(fault)
+        self._release()
         self.s = None
-        self._remember(trade, result, fault, 0)
+        self._remember(trade, result, fault, stop)
         self._start_result(trade, result, fault)
         log.warn("gun", "start of %s failed: %d/%d" % (trade, result, fault))
         self._to(PLUGGED if self.pilot.state in "BCD" else IDLE)
@@ -274,7 +316,7 @@ class Charger:
             reason = body["stop_reason"]
             code = self.cfg["stop_codes"].get(str(reason), BY_PLATFORM)
             if self.state == STARTING:
-                self._abort(START_FAILED, 0)
+                self._abort(START_FAILED, 0, code)
                 self._stop_result(trade, OK, 0, code)
             else:
                 self.end(code, by_platform=True)
@@ -293,28 +335,29 @@ class Charger:
     def on_fault(self, code):
         """Protection tripped (the relay is already open): end what is running."""
         if self.state == STARTING:
-            self._abort(START_FAULT, code)
+            self._abort(START_FAULT, code, code)
         elif self.state == CHARGING:
             self.end(code)
-        self._set_duty(0)
+        self._set_duty(self.faults.idle_duty())
 
     def local_stop(self):
         """The stop button, the bench or the REPL: stop code 1001."""
         if self.state == STARTING:
-            self._abort(START_FAILED, 0)
+            self._abort(START_FAILED, 0, AT_PILE)
         elif self.state == CHARGING:
             self.end(AT_PILE)
 
     # --- the end of a session -------------------------------------------------------------
-    def _release(self, fault=0):
+    def _release(self):
+        """Relay open now, CP back to idle; the lock follows once the contacts are open."""
         self._set_relay(False)
-        self._set_duty(0 if fault and self.faults.code() else 100)
+        self._set_duty(self.faults.idle_duty())
         self._unlock_pending = True
 
     def end(self, code, by_platform=False):
         """Close the running session with stop code `code`: relay open, order journaled."""
         s = self.s
-        self._release(code)
+        self._release()
         s["end_ms"] = self.board.now_ms()
         if by_platform:
             self._stop_result(s["trade"], OK, 0, code)
@@ -367,23 +410,26 @@ class Charger:
                                             "start_ms", "sum_start", "last_ms")})
 
     def recover(self):
-        """At boot: a checkpoint left by a power cut or reset becomes an order."""
+        """At boot: a checkpoint left by a power cut or reset becomes an order (stop code
+        power_loss_reason, the last checkpoint's end time) unless the journal already has
+        that session; the checkpoint goes only once the order is journaled.  The journal's
+        latest sessions are remembered, so a repeated start or stop is only answered."""
+        order = None
         s = store.load(FILE)
-        if s is None:
-            return None
-        store.remove(FILE)
-        try:
-            if self.journal.has(s["trade"]):
-                return None
-            s["end_ms"] = s["last_ms"]
-            order = self.order(s, self.cfg["power_loss_reason"])
-        except Exception as e:
-            log.error("gun", "session checkpoint unusable (%r); dropped" % e)
-            return None
-        self.journal.add(order)
-        self._remember(s["trade"], START_OK, 0, order["reason"])
-        log.warn("gun", "session %s closed after restart (%d Wh)"
-                 % (s["trade"], order["total_elect"]))
+        if s is not None:
+            try:
+                if not self.journal.has(s["trade"]):
+                    s["end_ms"] = s["last_ms"]
+                    order = self.order(s, self.cfg["power_loss_reason"])
+                    self.journal.add(order)
+                    log.warn("gun", "session %s closed after restart (%d Wh)"
+                             % (s["trade"], order["total_elect"]))
+            except Exception as e:
+                log.error("gun", "session checkpoint unusable (%r): %s" % (e, repr(s)[:200]))
+            store.remove(FILE)
+        for d in self.journal.done + [[o["pre_trade_no"], o["reason"]]
+                                      for o in self.journal.orders]:
+            self._remember(d[0], START_OK, 0, d[1])
         return order
 
     # --- telemetry ------------------------------------------------------------------------

@@ -76,13 +76,28 @@ def test_fast_pass_through_levels_not_missed():
     p = Pilot(2)
     feed(p, [6000] * 3)
     # plug pulled while charging: the plateau sweeps C -> B -> A
-    assert feed(p, [9000, 12000, 12000]) == ["C", "C", "A"]
+    assert feed(p, [9000, 12000, 12000]) == ["C", "A", "A"]
 
 
 def test_glitch_then_real_change():
     p = Pilot(2)
-    # one odd read of E, then the vehicle really goes to B
-    assert feed(p, [0, 9000, 9000]) == ["A", "A", "B"]
+    # one odd read of E, then the vehicle really goes to B: two reads unlike A
+    assert feed(p, [0, 9000, 9000]) == ["A", "B", "B"]
+
+
+def test_bouncing_change_not_missed():
+    p = Pilot(2)
+    feed(p, [6000] * 3)
+    # the plug comes out with a bouncing contact: never two equal reads in a row,
+    # yet the vehicle has left C after two reads
+    got = feed(p, [9000, 12000, 9000, 12000, 9000, 12000])
+    assert got[0] == "C" and "C" not in got[1:], got
+    feed(p, [12000] * 2)
+    assert p.state == "A"
+    # an alternating glitch around the state itself never changes it
+    p = Pilot(2)
+    feed(p, [6000] * 3)
+    assert feed(p, [9000, 6000] * 5) == ["C"] * 10
 
 
 def test_fault_levels_confirmed():
