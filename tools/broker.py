@@ -138,6 +138,8 @@ class Broker:
             "log_type all",
             "log_timestamp_format %H:%M:%S",
             "connection_messages true",
+            # forward at once, as a production broker tuned for commands would
+            "set_tcp_nodelay true",
             # When run as root mosquitto would drop to user "mosquitto",
             # which cannot read a private workdir: stay who we are.
             "user " + getpass.getuser(),

@@ -306,6 +306,9 @@ class Link:
         reader = asyncio.create_task(self._reader_loop())
         try:
             while True:
+                # cleared before the work, so a publish() made while handling a message
+                # wakes the next round at once instead of waiting out the 50 ms
+                self._wake.clear()
                 if reader.done():
                     raise OSError(self._reader_error or "reader stopped")
                 self._send_outbox()
@@ -326,7 +329,6 @@ class Link:
                     await self._flush()
                 if time.ticks_diff(now, self._last_rx) > keep_ms * 3 // 2:
                     raise OSError("no packet from the broker for %d s" % (keep_ms * 3 // 2000))
-                self._wake.clear()
                 try:
                     await asyncio.wait_for_ms(self._wake.wait(), 50)
                 except asyncio.TimeoutError:

@@ -8,6 +8,9 @@ import asyncio
 import socket
 
 
+IPPROTO_TCP, TCP_NODELAY = 6, 1     # the same numbers on Linux and lwIP
+
+
 class NetError(Exception):
     pass
 
@@ -51,7 +54,12 @@ async def connect(host, port, timeout_ms, tls=False):
         if tls:
             return await asyncio.wait_for_ms(
                 asyncio.open_connection(ip, port, ssl=True, server_hostname=host), timeout_ms)
-        return await asyncio.wait_for_ms(asyncio.open_connection(ip, port), timeout_ms)
+        reader, writer = await asyncio.wait_for_ms(asyncio.open_connection(ip, port), timeout_ms)
+        try:    # no Nagle: a command's answer must not wait 40 ms for an ACK
+            writer.s.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+        return reader, writer
     except asyncio.TimeoutError:
         raise NetError("connect timeout to %s:%d" % (host, port))
     except OSError as e:
