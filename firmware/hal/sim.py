@@ -25,7 +25,9 @@ TCP on 127.0.0.1:<bench_port>, several clients at once.  One JSON object per lin
 line out: {"ok":true,...} or {"ok":false,"error":"<reason>"}.  An "id" in a request is echoed.
 Bad input (not JSON, unknown cmd or key, wrong type or range) changes nothing.
   {"cmd":"plug"} / {"cmd":"unplug"}        connect / disconnect the vehicle
-  {"cmd":"car","want":b,"vent":b,"demand_a":0..80}   any subset; want = vehicle asks for power
+  {"cmd":"car","want":b,"vent":b,"demand_a":0..80,"greedy":b}   any subset; want = vehicle
+                                           asks for power; greedy = it draws demand_a whatever
+                                           the PWM offers (over-current tests)
   {"cmd":"mains","v":0..500,"pf":0..1,"noise":0..0.2}  RMS volts, power factor, noise fraction
   {"cmd":"temp","c":-60..250}              connector temperature
   {"cmd":"fault","name":N,"on":b}          N: welded lock_stuck estop leakage diode cp_short
@@ -63,7 +65,7 @@ _RING = 200  # events kept, in preallocated arrays (no heap growth while running
 _KEEP = 32  # violations and latencies kept
 _EVN = ("relay_set", "contacts", "lock_set", "locked", "cp_duty", "cp_level", "bench",
         "violation", "alarm_error")
-_WORLD = {"plugged": False, "want": True, "vent": False, "demand_a": 32,
+_WORLD = {"plugged": False, "want": True, "vent": False, "demand_a": 32, "greedy": False,
           "v": 230.0, "pf": 1.0, "noise": 0.002, "temp_c": 25.0, "faults": [], "reset": None}
 _SIN = array("h", [int(round(math.sin(2 * math.pi * k / _N) * 32767)) for k in range(_N)])  # Q15
 
@@ -100,7 +102,7 @@ def _keep(lst, x):
 # upper case = required
 _ARGS = {
     "plug": {}, "unplug": {}, "button": {}, "state": {},
-    "car": {"want": ("b",), "vent": ("b",), "demand_a": ("n", 0, 80)},
+    "car": {"want": ("b",), "vent": ("b",), "demand_a": ("n", 0, 80), "greedy": ("b",)},
     "mains": {"v": ("n", 0, 500), "pf": ("n", 0, 1), "noise": ("n", 0, 0.2)},
     "temp": {"c": ("n", -60, 250)},
     "fault": {"name": ("F",), "on": ("B",)},
@@ -303,6 +305,8 @@ class Board:
     def current_a(self):
         if not self.contacts or self._level not in "CD":
             return 0.0
+        if self.w["greedy"]:
+            return float(self.w["demand_a"])
         return min(float(self.w["demand_a"]), self.duty * 0.6)
 
     # ---- contactor and lock

@@ -41,6 +41,8 @@ class App:
         self.journal = Journal(self.send, cfg, board.ticks_ms)
         self.prot = Protection(board, board_cfg, cfg)
         self.metering = Metering(board, board_cfg, cfg)
+        self.journal.link, self.journal.settle = self.link, self.metering.raise_to
+        self.metering.raise_to(self.journal.top * 1000)    # never behind an order
         self.charger = Charger(board, cfg, board_cfg, self.tariff, self.journal, self.send,
                                self.prot)
         self.charger.meter_register = self.metering.register
@@ -53,9 +55,7 @@ class App:
         self.hung = None          # bench: the task told to hang (watchdog test)
         board.bench_handlers.update({"stop": self._bench_stop, "status": self._bench_status,
                                      "hang": self._bench_hang})
-        order = self.charger.recover()
-        if order:
-            self.metering.raise_to(int(order["sum_end"]) * 1000)
+        self.charger.recover()      # the journal raises and saves the register
 
     def _seq_base(self):
         """Event ids keep increasing across reboots: reserve them in blocks of SEQ_STEP."""
