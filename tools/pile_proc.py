@@ -27,13 +27,14 @@ def free_port():
 class PileProcess:
     def __init__(self, workdir, provision_url, cpu_id="HCS220922001000", speed=1,
                  epoch_ms=None, board="boards/sim/board.json", heap=None, mpypath=None,
-                 **config):
+                 trusted=True, **config):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         self.cpu_id = cpu_id
         self.bench_port = free_port()
         self.speed = speed
         self.epoch_ms = epoch_ms
+        self.trusted = trusted      # False: the board's clock is not set (no NTP yet)
         self.board = os.path.join(ROOT, board)
         self.heap = heap
         self.mpypath = mpypath or MPYPATH
@@ -67,6 +68,8 @@ class PileProcess:
                 "--cpu-id", self.cpu_id]
         if self.epoch_ms:
             cmd += ["--epoch-ms", str(self.epoch_ms)]
+        if not self.trusted:
+            cmd += ["--trusted", "0"]
         self.starts += 1
         log = open(self.log_path, "a")
         log.write("=== start %d\n" % self.starts)

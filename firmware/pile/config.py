@@ -49,6 +49,7 @@ DEFAULTS = {
     "stop_codes": {"10": 1009, "11": 1012, "12": 1013, "13": 1002, "14": 1002},
     "register_save_mwh": 100000,   # meter register: written every 0.1 kWh ...
     "register_save_s": 60,         # ... or every 60 s while it moves
+    "meter_creep_mw": 5000,        # no-load threshold: below 5 W no energy is counted
 }
 
 REQUIRED = ("app_id", "product_type", "secret_key", "provision_url")

@@ -18,7 +18,8 @@ at most 3 units below the truncated sum of internal energies).
 BANDS = ("sharp", "peak", "flat", "valley")
 MAX_SEGS = 14
 DAY = 1440  # minutes
-_KEYS = tuple((b + "_elect", b + "_power_cost", b + "_serv_cost") for b in BANDS)
+# wire names of each band's energy and money (built once; pile.orders shares them)
+KEYS = tuple((b + "_elect", b + "_power_cost", b + "_serv_cost") for b in BANDS)
 
 
 def _show(x):
@@ -150,7 +151,7 @@ def bill(e_mwh, model):
     for b in range(4):
         e = e_mwh[b]
         el, pc, sc = e // 1000, cost(e, power[b]), cost(e, service[b])
-        k = _KEYS[b]
+        k = KEYS[b]
         out[k[0]] = el
         out[k[1]] = pc
         out[k[2]] = sc

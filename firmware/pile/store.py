@@ -1,9 +1,18 @@
-"""Files on flash: atomic, checked JSON documents.
+"""Files on flash: atomic, checked JSON documents with a previous generation kept.
 
-save() writes ``name.tmp`` then renames it over ``name``, so a power cut leaves either
-the old or the new document, never a half-written one.  Each file carries a CRC32 of its
-JSON text on a second line; load() returns the default and logs why when the file is
-missing, torn or corrupt, so bad flash never crashes the boot.
+A document is one file: a first line with the CRC32 of the JSON text (8 hex digits),
+then the JSON text.  save() writes ``name.tmp``, turns the current ``name`` into
+``name.bak`` and renames the new file over ``name`` (two renames, no second write), so
+a power cut at any point leaves a whole document behind: ``name``, else a complete
+``name.tmp``, else ``name.bak`` (one generation older).  load() takes the first of those
+three that is whole and has the expected type; a file that is torn or corrupt is logged
+and kept aside as ``name.bad`` for the technician, and a missing or unusable document
+gives the default, so bad flash never crashes the boot.  load() reads the file in small
+pieces (CRC) and parses it from the stream: no copy of the whole text is ever held.
+
+save() never raises: a failure (flash full, out of memory) is logged and returns False,
+so a caller that can do without the file goes on, and one that cannot (the fee model)
+answers with the reason.
 """
 import json
 import os
@@ -19,32 +28,70 @@ def path(name):
 
 
 def save(name, obj):
-    text = json.dumps(obj)
-    tmp = path(name) + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.write("\n%08x\n" % (crc32(text.encode()) & 0xFFFFFFFF))
-    os.rename(tmp, path(name))
+    """Write obj as the document `name`; return True when it is on flash."""
+    p = path(name)
+    try:
+        text = json.dumps(obj)
+        with open(p + ".tmp", "w") as f:
+            f.write("%08x\n" % (crc32(text) & 0xFFFFFFFF))
+            f.write(text)
+        text = None
+        try:
+            os.rename(p, p + ".bak")
+        except OSError:
+            pass                    # no current generation yet
+        os.rename(p + ".tmp", p)
+        return True
+    except Exception as e:          # flash full, I/O error, out of memory
+        log.error("store", "%s not saved: %r" % (name, e))
+        return False
 
 
 def load(name, default=None):
-    try:
-        with open(path(name)) as f:
-            raw = f.read()
-    except OSError:
-        return default
-    try:
-        text, crc = raw.rstrip("\n").rsplit("\n", 1)
-        if int(crc, 16) != crc32(text.encode()) & 0xFFFFFFFF:
-            raise ValueError("checksum mismatch")
-        return json.loads(text)
-    except Exception as e:
-        log.error("store", "%s unreadable (%s); using default" % (name, e))
-        return default
+    """The document `name` (or its newest whole generation), else default.
+
+    When default is not None the document must have its type (a dict for {}, ...)."""
+    p = path(name)
+    for suffix in ("", ".tmp", ".bak"):
+        try:
+            f = open(p + suffix, "rb")
+        except OSError:
+            continue                # no such file
+        try:
+            with f:
+                head = f.readline()
+                if len(head) != 9 or head[8] != 10:
+                    raise ValueError("no checksum line")
+                crc, buf = 0, bytearray(128)
+                n = f.readinto(buf)
+                while n:
+                    crc = crc32(memoryview(buf)[:n], crc)
+                    n = f.readinto(buf)
+                if crc & 0xFFFFFFFF != int(head[:8], 16):
+                    raise ValueError("checksum mismatch")
+                f.seek(9)
+                obj = json.load(f)
+            if default is not None and type(obj) is not type(default):
+                raise ValueError("not a %s" % type(default).__name__)
+        except Exception as e:      # torn, corrupt, not JSON, wrong type
+            log.error("store", "%s%s unreadable (%s); kept as %s.bad"
+                      % (name, suffix, e, name))
+            try:
+                os.rename(p + suffix, p + ".bad")
+            except OSError:
+                pass
+            continue
+        if suffix:
+            log.warn("store", "%s: using %s%s" % (name, name, suffix))
+        return obj
+    return default
 
 
 def remove(name):
-    try:
-        os.remove(path(name))
-    except OSError:
-        pass
+    """Forget the document, every generation of it (the newest last)."""
+    p = path(name)
+    for suffix in (".tmp", ".bak", ""):
+        try:
+            os.remove(p + suffix)
+        except OSError:
+            pass

@@ -1,8 +1,10 @@
 """The fee model in force: received from the platform, validated, kept on flash.
 
 update() takes a feeModelUpdateSrv body: a valid model replaces the stored one
-atomically; an invalid one is refused with the reason and the old one stays.  A session
-copies the model when it starts, so a model received mid-charge applies from the next.
+atomically; an invalid one (or one that cannot be stored) is refused with the reason and
+the old one stays.  A session keeps a reference to the model it started with (a new
+model is a new object, the old one is never changed), so a model received mid-charge
+applies from the next session.  The id in force is reported in firmwareEvt.ele_model_id.
 """
 from pile import fees, log, store
 
@@ -27,7 +29,8 @@ class Tariff:
         if why:
             log.warn("tariff", "fee model refused: %s" % why)
             return why
-        store.save(FILE, model)
+        if not store.save(FILE, model):
+            return "cannot store the fee model"
         self.model = model
         log.info("tariff", "fee model %s in force (%d segments)"
                  % (model["id"], len(model["starts"])))

@@ -1,0 +1,142 @@
+"""pile.store: atomic checked documents; torn and corrupt files never crash a load, and
+the newest whole generation is used (run in MicroPython)."""
+import os
+import random
+import time
+
+from pile import log, store
+
+log.echo = False
+_TOP = "/tmp/storetest"
+DOC = {"o": [{"pre_trade_no": "T1", "sum_end": "25969", "note": "\u4ea4\u6613"}], "r": 7}
+
+
+def _rm(d):
+    for n in os.listdir(d):
+        try:
+            os.remove(d + "/" + n)
+        except OSError:
+            _rm(d + "/" + n)
+    os.rmdir(d)
+
+
+def _dir():
+    """A fresh storage dir; those of runs more than an hour old are removed."""
+    try:
+        os.mkdir(_TOP)
+    except OSError:
+        pass
+    for n in os.listdir(_TOP):
+        try:
+            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
+                _rm(_TOP + "/" + n)
+        except OSError:
+            pass
+    d = _TOP + "/%d" % random.getrandbits(30)
+    os.mkdir(d)
+    store.root = d
+    return d
+
+
+def _raw(name, suffix=""):
+    with open(store.path(name) + suffix, "rb") as f:
+        return f.read()
+
+
+def _write(name, data, suffix=""):
+    with open(store.path(name) + suffix, "wb") as f:
+        f.write(data)
+
+
+def _variants(good):
+    """Torn and corrupt versions of a whole file."""
+    out = [b"", b"\n", good[:5], good[:9], good[:len(good) // 2], good[:-1],
+           b"not json at all", good[:9] + b"{}", b"ffffffff\n" + good[9:]]
+    flipped = bytearray(good)
+    flipped[len(good) - 3] ^= 0x04
+    out.append(bytes(flipped))
+    out.append(good + b"trailing")
+    out.append(good[9:])                         # the JSON with no checksum line
+    return out
+
+
+def test_round_trip_and_generations():
+    _dir()
+    assert store.load("x.json", {}) == {}
+    assert store.save("x.json", DOC)
+    assert store.load("x.json", {}) == DOC
+    assert _raw("x.json")[8:9] == b"\n"
+    assert store.save("x.json", {"r": 8})
+    assert store.load("x.json") == {"r": 8}
+    files = sorted(os.listdir(store.root))
+    assert files == ["x.json", "x.json.bak"], files
+    store.remove("x.json")
+    assert os.listdir(store.root) == []
+    assert store.load("x.json", []) == []
+
+
+def test_every_torn_or_corrupt_variant_falls_back():
+    _dir()
+    store.save("x.json", {"gen": 1})
+    store.save("x.json", {"gen": 2})
+    good = _raw("x.json")
+    bak = _raw("x.json", ".bak")
+    for bad in _variants(good):
+        _write("x.json", bad)
+        _write("x.json", bak, ".bak")
+        assert store.load("x.json", {}) == {"gen": 1}, bad
+        assert _raw("x.json.bad") == bad          # kept aside for the technician
+        assert "x.json" not in os.listdir(store.root)
+        # no previous generation either: the default
+        _write("x.json", bad)
+        os.remove(store.path("x.json.bak"))
+        assert store.load("x.json", {"d": 1}) == {"d": 1}, bad
+        assert store.load("x.json") is None
+    lines = "\n".join(log.lines())
+    assert "unreadable" in lines and "using x.json.bak" in lines
+
+
+def test_power_cut_between_the_renames_uses_the_new_file():
+    _dir()
+    store.save("x.json", {"gen": 1})
+    store.save("x.json", {"gen": 2})
+    # save() of gen 3 cut after "x.json -> x.json.bak", before "x.json.tmp -> x.json"
+    os.rename(store.path("x.json"), store.path("x.json.bak"))
+    store.save("y.json", {"gen": 3})
+    os.rename(store.path("y.json"), store.path("x.json.tmp"))
+    assert store.load("x.json") == {"gen": 3}
+    # cut while x.json.tmp was being written: the current file stands
+    store.save("x.json", {"gen": 4})
+    _write("x.json", b"0badf00d\n{\"gen\": ", ".tmp")
+    assert store.load("x.json") == {"gen": 4}
+    # the next save simply replaces the torn temporary file
+    assert store.save("x.json", {"gen": 5}) and store.load("x.json") == {"gen": 5}
+
+
+def test_wrong_type_is_unusable():
+    _dir()
+    store.save("x.json", [1, 2])
+    assert store.load("x.json", {}) == {}
+    store.save("x.json", {"a": 1})
+    assert store.load("x.json", []) == []
+    store.save("x.json", "text")
+    assert store.load("x.json") == "text"        # no default: any type
+
+
+def test_save_failure_is_reported_not_raised():
+    _dir()
+    store.root = "/nonexistent/dir"
+    assert store.save("x.json", {"a": 1}) is False
+    _dir()
+    os.mkdir(store.path("x.json.tmp"))             # the temporary file cannot be written
+    assert store.save("x.json", {"a": 1}) is False
+    assert "not saved" in "\n".join(log.lines())
+    assert store.load("x.json") is None
+
+
+def test_large_document_streams():
+    _dir()
+    doc = {"o": [{"pre_trade_no": "T%d" % k, "v": list(range(40))} for k in range(80)]}
+    assert store.save("big.json", doc)
+    assert len(_raw("big.json")) > 8000
+    assert store.load("big.json", {}) == doc
