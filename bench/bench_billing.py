@@ -17,7 +17,7 @@ Figures are for the host CPU; an ESP32 is 20-50x slower; the ratios carry over. 
 is 160 KB: the 110 KB of the board does not hold the simulated board and the whole
 session module next to each other (a bigger heap makes small allocations look slower,
 see bench_meter.py).
-bench/bench_meter.py has the kernel for longer bursts and fees.parse.
+bench/bench_meter.py has the kernel for longer bursts and feemodel.parse.
 """
 import argparse
 import os
@@ -31,7 +31,7 @@ MPYPATH = ".frozen:%s:%s" % (os.path.join(ROOT, "firmware"), os.path.join(ROOT, 
 CODE = r"""
 import gc, json, os, time
 from hal import sim
-from pile import fees, log, meter, store
+from pile import feemodel, fees, log, meter, store
 from pile import session as S
 from pile.orders import Journal
 log.echo = False
@@ -72,7 +72,7 @@ m = meter.Meter(cal)
 print("  Meter.measure     %8.1f us/burst    -> %s (mV, mA, mW)"
       % (per_call(lambda: m.measure(v, i), REPS), m.measure(v, i)))
 
-model, _ = fees.parse({"ele_model_id": "m14", "time_num": 14,
+model, _ = feemodel.parse({"ele_model_id": "m14", "time_num": 14,
     "time_seg": ["0000", "0200", "0400", "0600", "0800", "1000", "1200", "1400",
                  "1600", "1800", "2000", "2200", "2300", "2359"],
     "seg_flag": [13, 13, 12, 11, 10, 11, 12, 11, 10, 10, 11, 12, 13, 13],

@@ -22,7 +22,7 @@ MPYPATH = ".frozen:%s:%s" % (os.path.join(ROOT, "firmware"), os.path.join(ROOT, 
 CODE = r"""
 import time, math, micropython
 from array import array
-from pile import meter, fees
+from pile import feemodel, meter, fees
 
 def burst(n, seed):
     v, i = array('h', [0] * n), array('h', [0] * n)
@@ -74,7 +74,7 @@ v, i = burst(128, 1)
 print("Meter.measure, 128-sample burst: %.1f us; result %s"
       % (per_call(lambda: m.measure(v, i), REPS), m.measure(v, i)))
 
-model, why = fees.parse({"ele_model_id": "m1", "time_num": 14,
+model, why = feemodel.parse({"ele_model_id": "m1", "time_num": 14,
     "time_seg": ["0000", "0200", "0400", "0600", "0800", "1000", "1200", "1400",
                  "1600", "1800", "2000", "2200", "2300", "2359"],
     "seg_flag": [13, 13, 12, 11, 10, 11, 12, 11, 10, 10, 11, 12, 13, 13],
@@ -84,7 +84,7 @@ print("fees.bill, 4 bands: %.1f us per session; total_cost %d"
       % (per_call(lambda: fees.bill(energy, model), REPS), fees.bill(energy, model)["total_cost"]))
 print("fees.band_at, 14 segments, minute 1438: %.1f us"
       % per_call(lambda: fees.band_at(model, 1438), REPS))
-print("fees.parse, 14 segments: %.1f us" % per_call(lambda: fees.parse({"ele_model_id": "m1",
+print("feemodel.parse, 14 segments: %.1f us" % per_call(lambda: feemodel.parse({"ele_model_id": "m1",
     "time_num": 14, "time_seg": ["0000", "0200", "0400", "0600", "0800", "1000", "1200",
     "1400", "1600", "1800", "2000", "2200", "2300", "2359"],
     "seg_flag": [13] * 14, "charge_fee": [1, 2, 3, 4], "serviceFee": [1, 2, 3, 4]}), REPS // 10))

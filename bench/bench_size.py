@@ -6,7 +6,8 @@ Builds with tools/build_mpy.py into a temporary directory.  Figures only, no pas
 "deployed" is what `make deploy` copies (everything but the simulated board); code loaded
 from .mpy lives in the heap, so the heap column is what an ESP32 pays (about half of it on
 its 32-bit words) unless the modules are frozen into the image (boards/<name>/manifest.py).
-pile.diag is loaded only at the REPL and pile.boardfile is dropped after the boot check.
+pile.diag is loaded only at the REPL; pile.boardfile is dropped after the boot check and
+pile.feemodel after each fee model validation.
 """
 import os
 import subprocess
@@ -82,12 +83,12 @@ def main():
         total += size
         if rel not in NOT_DEPLOYED:
             deployed += size
-            if name not in ("pile.diag", "pile.boardfile") and h > 0:
+            if name not in ("pile.diag", "pile.boardfile", "pile.feemodel") and h > 0:
                 heap_total += h
     main_size = os.path.getsize(os.path.join(ROOT, "firmware", "main.py"))
     print("total .mpy (xtensawin): %d bytes in %d modules; deployed to an ESP32: %d bytes "
           "+ main.py %d bytes (source)" % (total, len(rows), deployed, main_size))
-    print("heap of the modules an ESP32 runs (x64 build, without diag and boardfile): "
+    print("heap of the modules an ESP32 runs (x64 build, without diag, boardfile, feemodel): "
           "%d bytes" % heap_total)
     return 0
 

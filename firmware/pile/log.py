@@ -2,10 +2,13 @@
 
 A field technician reads the ring from the REPL (``app.logs()``).  Secrets (the vendor
 key, MQTT passwords) are never handed to this module; callers log only their absence.
+info(), warn() and error() take (tag, message) and differ only in the level letter.
 """
 import time
 
-RING = 40
+from micropython import const
+
+_RING = const(16)   # lines kept for the REPL
 _ring = []
 _clock = None
 echo = True
@@ -17,32 +20,20 @@ def set_clock(now_ms):
     _clock = now_ms
 
 
-def _stamp():
-    ms = _clock() if _clock else time.time() * 1000
-    ms = int(ms)
-    t = time.gmtime(ms // 1000)
-    return "%02d:%02d:%02d.%03d" % (t[3], t[4], t[5], ms % 1000)
+def _level(letter):
+    def log(tag, msg):
+        ms = int(_clock() if _clock else time.time() * 1000)
+        t = time.gmtime(ms // 1000)
+        line = "%02d:%02d:%02d.%03d %s [%s] %s" % (t[3], t[4], t[5], ms % 1000, letter, tag, msg)
+        _ring.append(line)
+        if len(_ring) > _RING:
+            _ring.pop(0)
+        if echo:
+            print(line)
+    return log
 
 
-def log(tag, msg, level="I"):
-    line = "%s %s [%s] %s" % (_stamp(), level, tag, msg)
-    _ring.append(line)
-    if len(_ring) > RING:
-        _ring.pop(0)
-    if echo:
-        print(line)
-
-
-def info(tag, msg):
-    log(tag, msg, "I")
-
-
-def warn(tag, msg):
-    log(tag, msg, "W")
-
-
-def error(tag, msg):
-    log(tag, msg, "E")
+info, warn, error = _level("I"), _level("W"), _level("E")
 
 
 def lines():

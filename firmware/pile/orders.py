@@ -37,10 +37,8 @@ DONE = 8
 # the body's fields in the order orders.json keeps them: a list built from names (interned,
 # shared with pile.session) and fees.KEYS (shared), not a constant tuple of string objects
 FIELDS = ["gun_no", "pre_trade_no", "charge_start_time", "charge_endTime", "ele_model_id",
-          "time_div_type", "sum_start", "sum_end", "start_soc", "end_soc"]
-for _k in KEYS:
-    FIELDS += _k
-FIELDS += ["total_elect", "total_power_cost", "total_serv_cost", "reason"]
+          "time_div_type", "sum_start", "sum_end", "start_soc", "end_soc"] + KEYS + \
+    ["total_elect", "total_power_cost", "total_serv_cost", "reason"]
 
 
 class Journal:

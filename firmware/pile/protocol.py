@@ -10,52 +10,54 @@ reply(); everything the platform sends goes through decode(), which returns one 
 import json
 
 SUCCESS, FAILURE = 10, 11
-INT, STR = "int", "str"
+INT, STR = int, str
 
-# body schemas of the services we accept: field -> (kind, required, lowest, highest)
-SERVICES = {
-    "startChargeSrv": {
-        "gun_no": (INT, True, 1, 8), "pre_trade_no": (STR, True, 1, 64),
-        "charge_mode": (INT, True, 10, 15), "limit_data": (INT, False, 0, 1 << 30),
-        "start_type": (INT, False, 0, 99), "start_mode": (INT, False, 0, 99),
-        "insert_gun_time": (INT, False, 0, 1 << 30),
-    },
-    "stopChargeSrv": {
-        "gun_no": (INT, True, 1, 8), "pre_trade_no": (STR, True, 1, 64),
-        "stop_reason": (INT, True, 10, 99),
-    },
-    "feeModelUpdateSrv": {"ele_model_id": (STR, True, 1, 64)},  # the rest: fees.parse
-}
+# body schemas of the services we accept: field -> (type, required, lowest, highest); for
+# a string the bounds are on its length.  dict(name=...): the names are interned qstrs.
+SERVICES = dict(
+    startChargeSrv=dict(
+        gun_no=(INT, True, 1, 8), pre_trade_no=(STR, True, 1, 64),
+        charge_mode=(INT, True, 10, 15), limit_data=(INT, False, 0, 1 << 30),
+        start_type=(INT, False, 0, 99), start_mode=(INT, False, 0, 99),
+        insert_gun_time=(INT, False, 0, 1 << 30),
+    ),
+    stopChargeSrv=dict(
+        gun_no=(INT, True, 1, 8), pre_trade_no=(STR, True, 1, 64),
+        stop_reason=(INT, True, 10, 99),
+    ),
+    feeModelUpdateSrv=dict(ele_model_id=(STR, True, 1, 64)),  # the rest: feemodel.parse
+)
 
 
 class Protocol:
     def __init__(self, cfg, now_ms, seq=1):
         self.cfg = cfg
         self.now_ms = now_ms
-        self.pk = cfg["product_type"]
         self.dn = cfg["dev_id"]
         self.seq = seq
         self.last_ts = None     # head.timestamp of the last platform message, if sane
 
-    def topic(self, name, cmd=""):
-        return self.cfg[name].format(pk=self.pk, dn=self.dn, cmd=cmd)
-
-    def event(self, cmd, body, status=0, item_id=None):
-        """Return (session_id, topic, payload bytes) of a device event."""
-        self.seq += 1
-        head = {"cmd": cmd, "dev_id": self.dn, "seq_id": self.seq, "session_id": self.seq,
-                "status": status, "timestamp": self.now_ms(), "ttl": -1, "version": 0}
+    def event(self, cmd, body, status=0, item_id=None, reply_to=None):
+        """Return (session_id, topic, payload bytes) of a device event; with reply_to,
+        of the reply to service ``cmd`` request reply_to (PROTOCOL.md §2)."""
+        head = {"cmd": cmd, "dev_id": self.dn, "session_id": reply_to, "status": status,
+                "timestamp": self.now_ms(), "ttl": -1, "version": 0}
+        if reply_to is None:
+            self.seq += 1
+            head["seq_id"] = head["session_id"] = self.seq
+            name = "topic_event"
+        else:
+            head["cmd"] = cmd + "Reply"
+            name = "topic_reply"
         msg = {"head": head, "body": body}
         if item_id:
             msg["item_id"] = item_id
-        return self.seq, self.topic("topic_event", cmd), json.dumps(msg).encode()
+        topic = self.cfg[name].format(pk=self.cfg["product_type"], dn=self.dn, cmd=cmd)
+        return head["session_id"], topic, json.dumps(msg).encode()
 
     def reply(self, cmd, session_id, body):
         """Return (topic, payload) of the reply to service ``cmd`` (PROTOCOL.md §2)."""
-        head = {"cmd": cmd + "Reply", "dev_id": self.dn, "session_id": session_id,
-                "status": 0, "timestamp": self.now_ms(), "ttl": -1, "version": 0}
-        msg = {"head": head, "body": body}
-        return self.topic("topic_reply", cmd), json.dumps(msg).encode()
+        return self.event(cmd, body, reply_to=session_id)[1:]
 
     def decode(self, topic, payload):
         if topic.endswith("_reply") and not topic.endswith("/post_reply"):
@@ -73,55 +75,42 @@ class Protocol:
         sid = head.get("session_id")
         if not isinstance(cmd, str):
             return ("bad", "head.cmd missing", None, sid)
-        if topic.endswith("/post_reply"):
-            return self._ack(cmd, sid, msg.get("body"))
+        body = msg.get("body")
+        if topic.endswith("/post_reply"):       # an acknowledgement of one of our events
+            if not isinstance(sid, int) or not cmd.endswith("Reply"):
+                return ("bad", "acknowledgement without session_id or Reply cmd", cmd, sid)
+            return ("ack", cmd[:-5], sid, body.get("result") if isinstance(body, dict) else None)
         if cmd.endswith("Reply"):
             return ("drop", "reply on a service topic")
-        return self._service(msg, head, cmd, sid, topic)
-
-    def _ack(self, cmd, sid, body):
-        if not isinstance(sid, int) or not cmd.endswith("Reply"):
-            return ("bad", "acknowledgement without session_id or Reply cmd", cmd, sid)
-        result = body.get("result") if isinstance(body, dict) else None
-        return ("ack", cmd[:-5], sid, result)
-
-    def _service(self, msg, head, cmd, sid, topic):
-        if cmd not in SERVICES:
-            return ("bad", "unknown cmd %s" % cmd, cmd, sid)
-        if not topic.endswith("/" + cmd):
-            return ("bad", "cmd %s on topic %s" % (cmd, topic), cmd, sid)
+        why = None
         target = msg.get("control_equip_id", head.get("dev_id"))
         if target == self.dn:
             target = head.get("dev_id", self.dn)
-        if target != self.dn:
-            return ("bad", "addressed to %s, not this pile" % target, cmd, sid)
-        if not isinstance(sid, int) or isinstance(sid, bool):
+        if cmd not in SERVICES:
+            why = "unknown cmd " + cmd
+        elif not topic.endswith("/" + cmd):
+            why = "cmd %s on topic %s" % (cmd, topic)
+        elif target != self.dn:
+            why = "addressed to %s, not this pile" % target
+        elif not isinstance(sid, int) or isinstance(sid, bool):
             return ("bad", "head.session_id missing", cmd, None)
-        body = msg.get("body")
-        why = check(SERVICES[cmd], body)
+        elif not isinstance(body, dict):
+            why = "body is not an object"
+        else:
+            for field, (kind, required, low, high) in SERVICES[cmd].items():
+                if field not in body:
+                    if required:
+                        why = "body.%s missing" % field
+                        break
+                    continue
+                value = body[field]
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    why = "body.%s must be %s" % (field, "an integer" if kind is INT
+                                                  else "a string")
+                    break
+                if not low <= (value if kind is INT else len(value)) <= high:
+                    why = "body.%s out of range" % field
+                    break
         if why:
             return ("bad", why, cmd, sid)
         return ("service", cmd, sid, body)
-
-
-def check(schema, body):
-    """Reason the body does not fit the schema, or None."""
-    if not isinstance(body, dict):
-        return "body is not an object"
-    for field, (kind, required, low, high) in schema.items():
-        if field not in body:
-            if required:
-                return "body.%s missing" % field
-            continue
-        value = body[field]
-        if kind == INT:
-            if not isinstance(value, int) or isinstance(value, bool):
-                return "body.%s must be an integer" % field
-            size = value
-        else:
-            if not isinstance(value, str):
-                return "body.%s must be a string" % field
-            size = len(value)
-        if not low <= size <= high:
-            return "body.%s out of range" % field
-    return None

@@ -40,40 +40,64 @@ pre_trade_no in stopChargeSrv gets stop_result 11 / stop_fail_reson 10.
 A running session checkpoints itself (energy per band, meter start, times) so that a
 restart closes it with a correct order (recover()).
 """
-import time
+from time import ticks_diff
+
+from micropython import const
 
 from pile import fees, log, pilot, store
 
-IDLE, PLUGGED, STARTING, CHARGING, FINISHED, FAULT = 10, 11, 12, 13, 14, 16
-OK, FAIL = 10, 11
+# work_status (PROTOCOL.md section 4); pile.app keeps its own copy of STARTING/CHARGING
+_IDLE = const(10)
+_PLUGGED = const(11)
+_STARTING = const(12)
+_CHARGING = const(13)
+_FINISHED = const(14)
+_FAULT = const(16)
+_OK = const(10)      # service reply result
+_FAIL = const(11)
 # start_result codes
-START_OK, START_FAULT, START_TIMEOUT, NOT_CONNECTED, BUSY, START_FAILED = 10, 11, 12, 13, 14, 15
+_START_OK = const(10)
+_START_FAULT = const(11)
+_START_TIMEOUT = const(12)
+_NOT_CONNECTED = const(13)
+_BUSY = const(14)
+_START_FAILED = const(15)
 # stop codes
-AT_PILE, BY_PLATFORM, TIME_LIMIT, ENERGY_LIMIT, AMOUNT_LIMIT, OFFLINE = \
-    1001, 1002, 1003, 1004, 1005, 1006
-PULLED_OUT, VEHICLE_S2, VEHICLE_STOPPED = 1008, 1010, 1011
+_AT_PILE = const(1001)
+_BY_PLATFORM = const(1002)
+_TIME_LIMIT = const(1003)
+_ENERGY_LIMIT = const(1004)
+_AMOUNT_LIMIT = const(1005)
+_OFFLINE = const(1006)
+_PULLED_OUT = const(1008)
+_VEHICLE_S2 = const(1010)
 # fault_code values of a refused start (6000 model; 6001..6003 ours)
-NO_FEE_MODEL, NO_TIME, JOURNAL_FULL, BAD_LIMIT = 6000, 6001, 6002, 6003
-LOCK_FAILED, RCD_SELFTEST = 3011, 4006
-LIMITED = (11, 12, 14, 15)  # charge_mode with a limit_data that must be > 0
-FILE = "session.json"
-ZERO_MODEL = {"power": [0, 0, 0, 0], "service": [0, 0, 0, 0]}
-LOCK_MS, LOCK_TRIES = 1500, 3
-RECENT = 8
+_NO_FEE_MODEL = const(6000)
+_NO_TIME = const(6001)
+_JOURNAL_FULL = const(6002)
+_BAD_LIMIT = const(6003)
+_LOCK_FAILED = const(3011)
+_RCD_SELFTEST = const(4006)
+_FILE = const("session.json")
+_LOCK_MS = const(1500)
+_LOCK_TRIES = const(3)
+_RECENT = const(8)
 
 
 class Charger:
     def __init__(self, board, cfg, board_cfg, tariff, journal, send, faults):
+        r = board_cfg["ratings"]
         self.board = board
         self.cfg = cfg
-        self.rated_da = min(board_cfg["ratings"]["ot_cur"], board_cfg["ratings"]["cable_a"] * 10)
-        self.nominal_v = board_cfg["ratings"]["nominal_v"]
+        self.rated_da = min(r["ot_cur"], r["cable_a"] * 10)
+        self.nominal_v = r["nominal_v"]
         self.tariff = tariff
         self.journal = journal
         self.send = send                # send(cmd, body, qos=1) -> session_id
         self.faults = faults            # .code() blocking fault or 0; .derate_da() or None
+        self.meter_register = None      # set by the app: the cumulative register in mWh
         self.pilot = pilot.Pilot()
-        self.state = IDLE
+        self.state = _IDLE
         self.s = None                   # the running session (a dict, checkpointed)
         self.recent = []                # (pre_trade_no, start_result, fault_code, stop_code)
         self.duty = 100
@@ -104,7 +128,7 @@ class Charger:
         if duty != self.duty:
             self.duty = duty
             self.board.cp_set(duty)
-            log.info("gun", "CP duty %d%%" % duty)
+            log.info("gun", "duty %d%%" % duty)
 
     def _set_lock(self, locked):
         if locked != self.lock:
@@ -130,98 +154,96 @@ class Charger:
             self.pilot.update(hi, lo, self.duty < 100)
         cp = self.pilot.state
         if cp != was:
-            log.info("gun", "CP %s -> %s" % (was, cp))
+            log.info("gun", "CP %s->%s" % (was, cp))
         if self.relay and not self._interlock():
             self._set_relay(False)          # e.g. the vehicle left C/D: open in this tick
         now = self.board.ticks_ms()
-        if self.state in (STARTING, CHARGING):
+        if self.state == _STARTING or self.state == _CHARGING:
             self._run_session(cp, now)
-        elif self.state == FINISHED and cp == "A":
-            self._to(IDLE)
+        elif self.state == _FINISHED and cp == "A":
+            self._to(_IDLE)
         if cp == "A" and was != "A":
             self.faults.unplugged()
-        elif self.state in (IDLE, PLUGGED):
-            self._to(PLUGGED if cp in "BCD" else IDLE)
+        elif self.state == _IDLE or self.state == _PLUGGED:
+            self._to(_PLUGGED if cp in "BCD" else _IDLE)
         if self._unlock_pending and not self.board.relay_feedback():
             self._unlock_pending = False
             self._set_lock(False)
-        if self.state in (STARTING, CHARGING):
+        if self.state == _STARTING or self.state == _CHARGING:
             self._set_duty(pilot.duty_for(self.limit_da()) or 100)    # follows derating
         else:
             self._set_duty(self.faults.idle_duty())
 
     def _to(self, state):
         if state != self.state:
-            log.info("gun", "work_status %d -> %d" % (self.state, state))
+            log.info("gun", "work_status %d->%d" % (self.state, state))
             self.state = state
 
     def work_status(self):
-        return FAULT if self.faults.code() else self.state
+        return _FAULT if self.faults.code() else self.state
 
     def _run_session(self, cp, now):
-        s = self.s
+        """One tick of a running session: the start (lock, then the vehicle in C/D
+        closes the relay and charging begins), pauses in B, and every stop condition."""
+        s, cfg = self.s, self.cfg
+        starting = self.state == _STARTING
         if cp == "A":
-            return self._abort(NOT_CONNECTED, 0) if self.state == STARTING \
-                else self.end(PULLED_OUT)
-        if self.state == STARTING:
-            return self._starting(cp, now)
+            if starting:
+                self.end(0, failed=_NOT_CONNECTED)
+            else:
+                self.end(_PULLED_OUT)
+            return
         if not self.board.lock_feedback():
-            return self.faults.trip(LOCK_FAILED)
+            if not starting:
+                self.faults.trip(_LOCK_FAILED)
+            elif ticks_diff(now, s["lock_t"]) > _LOCK_MS:
+                s["lock_tries"] += 1
+                if s["lock_tries"] >= _LOCK_TRIES:
+                    self.faults.trip(_LOCK_FAILED)   # ends the start through on_fault
+                    return
+                log.warn("gun", "relock %d" % s["lock_tries"])
+                self._set_lock(False)
+                self._set_lock(True)
+                s["lock_t"] = now
+            return
+        if starting:
+            if cp in "CD":
+                self._set_relay(True)
+                if self.relay:                  # charging begins
+                    s["start_ms"] = self.board.now_ms()
+                    s["sum_start"] = self.meter_register()
+                    s["tick"] = now
+                    self._to(_CHARGING)
+                    self._start_result(s["trade"], _START_OK, 0)
+                    self.checkpoint()
+                    log.info("gun", "%s charging" % s["trade"])
+                    return
+            if ticks_diff(now, s["t0"]) > cfg["start_timeout_s"] * 1000:
+                self.end(0, failed=_START_TIMEOUT)
+            return
         if cp in "CD" and not self.relay:
             self._set_relay(True)
             if self.relay:
                 s["paused"] = None
         elif cp not in "CD" and s["paused"] is None:
             s["paused"] = now
-        self._check_stops(now)
-
-    def _starting(self, cp, now):
-        s = self.s
-        if not self.board.lock_feedback():
-            if time.ticks_diff(now, s["lock_t"]) > LOCK_MS:
-                s["lock_tries"] += 1
-                if s["lock_tries"] >= LOCK_TRIES:
-                    self.faults.trip(LOCK_FAILED)   # ends the start through on_fault
-                    return None
-                log.warn("gun", "lock not confirmed; retry %d" % s["lock_tries"])
-                self._set_lock(False)
-                self._set_lock(True)
-                s["lock_t"] = now
-            return None
-        if cp in "CD":
-            self._set_relay(True)
-            if self.relay:
-                return self._begin(now)
-        if time.ticks_diff(now, s["t0"]) > self.cfg["start_timeout_s"] * 1000:
-            self._abort(START_TIMEOUT, 0)
-        return None
-
-    def _check_stops(self, now):
-        s = self.s
-        s["chg_ms"] += time.ticks_diff(now, s["tick"])
+        s["chg_ms"] += ticks_diff(now, s["tick"])
         s["tick"] = now
-        code = self._limit_reached()
-        if not code and s["paused"] is not None and \
-                time.ticks_diff(now, s["paused"]) > self.cfg["vehicle_pause_s"] * 1000:
-            code = VEHICLE_S2
-        if not code and not self.link_up and self.offline_since is not None and \
-                time.ticks_diff(now, self.offline_since) > self.cfg["offline_charge_s"] * 1000:
-            code = OFFLINE
-        if code:
-            self.end(code)
-        elif time.ticks_diff(now, s["saved"]) > 30000:
-            self.checkpoint()
-
-    def _limit_reached(self):
-        s = self.s
         mode, limit = s["mode"], s["limit"]
-        if mode == 11 and self.bill()["total_cost"] >= limit * 100:
-            return AMOUNT_LIMIT
-        if mode == 12 and self.bill()["total_elect"] >= limit * 100:    # as reported
-            return ENERGY_LIMIT
-        if mode == 14 and s["chg_ms"] >= limit * 60000:
-            return TIME_LIMIT
-        return 0
+        if mode == 11 and fees.bill(s["e"], s["model"])["total_cost"] >= limit * 100:
+            self.end(_AMOUNT_LIMIT)
+        elif mode == 12 and fees.bill(s["e"], s["model"])["total_elect"] >= limit * 100:
+            self.end(_ENERGY_LIMIT)             # as reported
+        elif mode == 14 and s["chg_ms"] >= limit * 60000:
+            self.end(_TIME_LIMIT)
+        elif s["paused"] is not None and \
+                ticks_diff(now, s["paused"]) > cfg["vehicle_pause_s"] * 1000:
+            self.end(_VEHICLE_S2)
+        elif not self.link_up and self.offline_since is not None and \
+                ticks_diff(now, self.offline_since) > cfg["offline_charge_s"] * 1000:
+            self.end(_OFFLINE)
+        elif ticks_diff(now, s["saved"]) > 30000:
+            self.checkpoint()
 
     def set_link(self, up):
         if up != self.link_up:
@@ -233,172 +255,149 @@ class Charger:
         """startChargeSrv: return (reply result, reason); sends startChaResEvt."""
         trade = body["pre_trade_no"]
         if self.s and self.s["trade"] == trade:
-            if self.state == CHARGING:      # a STARTING one answers when it knows
-                self._start_result(trade, START_OK, 0)
-            return OK, None
+            if self.state == _CHARGING:     # a STARTING one answers when it knows
+                self._start_result(trade, _START_OK, 0)
+            return _OK, None
         for rec in self.recent:
             if rec[0] == trade:
                 self._start_result(trade, rec[1], rec[2])
-                return OK, None
-        result, fault = self._refusal(body)
+                return _OK, None
+        mode, limit = body["charge_mode"], body.get("limit_data", 0)
+        result, fault = _START_FAILED, 0        # why a start is refused, in this order
+        if body["gun_no"] != 1:
+            pass
+        elif self.s:
+            result = _BUSY
+        elif self.faults.code():
+            result, fault = _START_FAULT, self.faults.code()
+        elif self.pilot.state not in "BCD":
+            result = _NOT_CONNECTED
+        elif not self.tariff.model:
+            fault = _NO_FEE_MODEL
+        elif mode in (11, 12, 14, 15) and limit <= 0 or \
+                mode == 15 and pilot.duty_for(limit * 1000 // self.nominal_v) is None:
+            fault = _BAD_LIMIT                  # a limit that must be > 0 and fit the PWM
+        elif not self.board.time_trusted():
+            fault = _NO_TIME
+        elif self.journal.full():
+            fault = _JOURNAL_FULL
+        elif not self.board.leak_selftest():
+            self.faults.trip(_RCD_SELFTEST)
+            result, fault = _START_FAULT, _RCD_SELFTEST
+        else:
+            result = 0
         if result:
             self._remember(trade, result, fault, 0)
             self._start_result(trade, result, fault)
-            return FAIL, "start refused: %d/%d" % (result, fault)
+            return _FAIL, "start refused: %d/%d" % (result, fault)
         now = self.board.ticks_ms()
-        self.s = {"trade": trade, "mode": body["charge_mode"],
-                  "limit": body.get("limit_data", 0), "model": self.tariff.model,
+        self.s = {"trade": trade, "mode": mode, "limit": limit, "model": self.tariff.model,
                   "e": [0, 0, 0, 0], "t0": now, "tick": now, "saved": now, "chg_ms": 0,
                   "lock_t": now, "lock_tries": 0, "paused": None}
-        self._to(STARTING)
+        self._to(_STARTING)
         self._unlock_pending = False        # the last session's unlock must not undo this
         self._set_lock(True)
         self._set_duty(pilot.duty_for(self.limit_da()) or 100)
-        log.info("gun", "session %s starting (mode %d)" % (trade, self.s["mode"]))
-        return OK, None
-
-    def _refusal(self, body):
-        if body["gun_no"] != 1:
-            return START_FAILED, 0
-        if self.s:
-            return BUSY, 0
-        if self.faults.code():
-            return START_FAULT, self.faults.code()
-        if self.pilot.state not in "BCD":
-            return NOT_CONNECTED, 0
-        if not self.tariff.model:
-            return START_FAILED, NO_FEE_MODEL
-        mode, limit = body["charge_mode"], body.get("limit_data", 0)
-        if mode in LIMITED and limit <= 0 or \
-                mode == 15 and pilot.duty_for(limit * 1000 // self.nominal_v) is None:
-            return START_FAILED, BAD_LIMIT
-        if not self.board.time_trusted():
-            return START_FAILED, NO_TIME
-        if self.journal.full():
-            return START_FAILED, JOURNAL_FULL
-        if not self.board.leak_selftest():
-            self.faults.trip(RCD_SELFTEST)
-            return START_FAULT, RCD_SELFTEST
-        return 0, 0
+        log.info("gun", "%s starting, mode %d" % (trade, mode))
+        return _OK, None
 
     def _start_result(self, trade, result, fault):
-        self.send("startChaResEvt", {"gun_no": 1, "pre_trade_no": trade,
-                                     "start_result": result, "fault_code": fault})
+        self.send("startChaResEvt", dict(gun_no=1, pre_trade_no=trade, start_result=result,
+                                         fault_code=fault))
 
     def _remember(self, trade, result, fault, stop):
-        self.recent = [r for r in self.recent if r[0] != trade][-(RECENT - 1):]
-        self.recent.append((trade, result, fault, stop))
-
-    def _begin(self, now):
-        s = self.s
-        s["start_ms"] = self.board.now_ms()
-        s["sum_start"] = self.register()
-        s["tick"] = now
-        self._to(CHARGING)
-        self._start_result(s["trade"], START_OK, 0)
-        self.checkpoint()
-        log.info("gun", "session %s charging" % s["trade"])
-
-    def _abort(self, result, fault, stop=0):
-        """A start that never reached charging: no energy, no order."""
-        trade = self.s["trade"]
-        self._release()
-        self.s = None
-        self._remember(trade, result, fault, stop)
-        self._start_result(trade, result, fault)
-        log.warn("gun", "start of %s failed: %d/%d" % (trade, result, fault))
-        self._to(PLUGGED if self.pilot.state in "BCD" else IDLE)
+        recent = self.recent
+        for r in recent:
+            if r[0] == trade:
+                recent.remove(r)
+                break
+        del recent[:-(_RECENT - 1)]
+        recent.append((trade, result, fault, stop))
 
     def stop(self, body):
         """stopChargeSrv: answer with stopChaResEvt; return (reply result, reason)."""
         trade = body["pre_trade_no"]
         if self.s and self.s["trade"] == trade:
-            reason = body["stop_reason"]
-            code = self.cfg["stop_codes"].get(str(reason), BY_PLATFORM)
-            if self.state == STARTING:
-                self._abort(START_FAILED, 0, code)
-                self._stop_result(trade, OK, 0, code)
-            else:
-                self.end(code, by_platform=True)
-            return OK, None
+            self.end(self.cfg["stop_codes"].get(str(body["stop_reason"]), _BY_PLATFORM),
+                     0, True)
+            return _OK, None
         for rec in self.recent:
             if rec[0] == trade:
-                self._stop_result(trade, FAIL, 11, rec[3])
-                return FAIL, "already stopped"
-        self._stop_result(trade, FAIL, 10, 0)
-        return FAIL, "unknown pre_trade_no"
-
-    def _stop_result(self, trade, result, why, code):
-        self.send("stopChaResEvt", {"gun_no": 1, "pre_trade_no": trade, "stop_result": result,
-                                    "stop_fail_reson": why, "result_code": code})
-
-    def on_fault(self, code):
-        """Protection tripped (the relay is already open): end what is running."""
-        if self.state == STARTING:
-            self._abort(START_FAULT, code, code)
-        elif self.state == CHARGING:
-            self.end(code)
-        self._set_duty(self.faults.idle_duty())
-
-    def local_stop(self):
-        """The stop button, the bench or the REPL: stop code 1001."""
-        if self.state == STARTING:
-            self._abort(START_FAILED, 0, AT_PILE)
-        elif self.state == CHARGING:
-            self.end(AT_PILE)
+                break
+        else:
+            rec = None
+        self.send("stopChaResEvt", dict(gun_no=1, pre_trade_no=trade, stop_result=_FAIL,
+                                        stop_fail_reson=11 if rec else 10,
+                                        result_code=rec[3] if rec else 0))
+        return _FAIL, "already stopped" if rec else "unknown pre_trade_no"
 
     # --- the end of a session -------------------------------------------------------------
-    def _release(self):
-        """Relay open now, CP back to idle; the lock follows once the contacts are open."""
+    def end(self, code=_AT_PILE, fault=0, by_platform=False, failed=0):
+        """End what is running with stop code `code` (by default 1001, the pile's own
+        stop).  The relay opens now, the CP goes back to idle and the lock follows once
+        the contacts report open.  A charging session journals its order; a start that
+        never reached charging delivered nothing and makes no order: it fails with
+        start_result `failed`, else 11 with `fault` for a fault, else 15.
+        `by_platform`: the platform's stopChargeSrv, answered with stopChaResEvt."""
+        s = self.s
+        if s is None:
+            return
+        trade, charging = s["trade"], self.state == _CHARGING
         self._set_relay(False)
         self._set_duty(self.faults.idle_duty())
         self._unlock_pending = True
-
-    def end(self, code, by_platform=False):
-        """Close the running session with stop code `code`: relay open, order journaled."""
-        s = self.s
-        self._release()
-        s["end_ms"] = self.board.now_ms()
-        if by_platform:
-            self._stop_result(s["trade"], OK, 0, code)
-        order = self.order(s, code)
-        self.journal.add(order)
-        store.remove(FILE)
         self.s = None
-        self._remember(s["trade"], START_OK, 0, code)
-        log.info("gun", "session %s ended: %d, %d Wh" % (s["trade"], code, order["total_elect"]))
-        self._to(FINISHED if self.pilot.state in "BCD" else IDLE)
+        if charging:
+            s["end_ms"] = self.board.now_ms()
+            result, fault = _START_OK, 0
+        else:
+            result = failed or (_START_FAULT if fault else _START_FAILED)
+            self._start_result(trade, result, fault)
+            log.warn("gun", "%s failed %d/%d" % (trade, result, fault))
+        self._remember(trade, result, fault, code)
+        if by_platform:
+            self.send("stopChaResEvt", dict(gun_no=1, pre_trade_no=trade, stop_result=_OK,
+                                            stop_fail_reson=0, result_code=code))
+        if charging:
+            order = self.order(s, code)
+            self.journal.add(order)
+            store.remove(_FILE)
+            log.info("gun", "session %s ended %d, %d Wh" % (trade, code, order["total_elect"]))
+        if self.pilot.state in "BCD":
+            self._to(_FINISHED if charging else _PLUGGED)
+        else:
+            self._to(_IDLE)
+
+    local_stop = end    # the stop button, the bench or the REPL: stop code 1001
+
+    def on_fault(self, code):
+        """Protection tripped (the relay is already open): end what is running."""
+        self.end(code, code)
+        self._set_duty(self.faults.idle_duty())
 
     def order(self, s, code):
-        body = {"gun_no": 1, "pre_trade_no": s["trade"],
-                "charge_start_time": str(s["start_ms"] // 1000),
-                "charge_endTime": str(s["end_ms"] // 1000),
-                "ele_model_id": s["model"]["id"], "time_div_type": 10,
-                "sum_start": str(s["sum_start"] // 1000),
-                "sum_end": str((s["sum_start"] + sum(s["e"])) // 1000),
-                "start_soc": 0, "end_soc": 0, "reason": code}
-        bill = fees.bill(s["e"], s["model"])
-        del bill["total_cost"]
-        body.update(bill)
+        """The orderUpdateEvt body of session `s` ended with stop code `code`."""
+        body = fees.bill(s["e"], s["model"])
+        del body["total_cost"]
+        body.update(gun_no=1, pre_trade_no=s["trade"],
+                    charge_start_time=str(s["start_ms"] // 1000),
+                    charge_endTime=str(s["end_ms"] // 1000),
+                    ele_model_id=s["model"]["id"], time_div_type=10,
+                    sum_start=str(s["sum_start"] // 1000),
+                    sum_end=str((s["sum_start"] + sum(s["e"])) // 1000),
+                    start_soc=0, end_soc=0, reason=code)
         return body
 
-    def bill(self):
-        return fees.bill(self.s["e"], self.s["model"])
-
     # --- energy and persistence -----------------------------------------------------------
-    def register(self):
-        return self.meter_register()
-
-    meter_register = None   # set by the app: the cumulative register in mWh
-
     def add_energy(self, mwh):
         """Energy measured while the relay was closed, in the band in force now."""
-        if self.s is None or self.state != CHARGING or mwh <= 0:
+        s = self.s
+        if s is None or self.state != _CHARGING or mwh <= 0:
             return
         minute = fees.local_minute(self.board.now_ms(), self.cfg["tz_min"])
-        self.s["e"][fees.band_at(self.s["model"], minute)] += mwh
-        self.s["last_ms"] = self.board.now_ms()
-        if sum(self.s["e"]) - self.s.get("saved_e", 0) >= 20000:
+        s["e"][fees.band_at(s["model"], minute)] += mwh
+        s["last_ms"] = self.board.now_ms()
+        if sum(s["e"]) - s.get("saved_e", 0) >= 20000:
             self.checkpoint()
 
     def checkpoint(self):
@@ -406,8 +405,10 @@ class Charger:
         s["saved"] = self.board.ticks_ms()
         s["saved_e"] = sum(s["e"])
         s["last_ms"] = self.board.now_ms()
-        store.save(FILE, {k: s[k] for k in ("trade", "mode", "limit", "model", "e", "chg_ms",
-                                            "start_ms", "sum_start", "last_ms")})
+        store.save(_FILE, dict(trade=s["trade"], mode=s["mode"], limit=s["limit"],
+                               model=s["model"], e=s["e"], chg_ms=s["chg_ms"],
+                               start_ms=s["start_ms"], sum_start=s["sum_start"],
+                               last_ms=s["last_ms"]))
 
     def recover(self):
         """At boot: a checkpoint left by a power cut or reset becomes an order (stop code
@@ -415,42 +416,41 @@ class Charger:
         that session; the checkpoint goes only once the order is journaled.  The journal's
         latest sessions are remembered, so a repeated start or stop is only answered."""
         order = None
-        s = store.load(FILE)
+        s = store.load(_FILE)
         if s is not None:
             try:
                 if not self.journal.has(s["trade"]):
                     s["end_ms"] = s["last_ms"]
                     order = self.order(s, self.cfg["power_loss_reason"])
                     self.journal.add(order)
-                    log.warn("gun", "session %s closed after restart (%d Wh)"
+                    log.warn("gun", "session %s closed at boot %d Wh"
                              % (s["trade"], order["total_elect"]))
             except Exception as e:
                 log.error("gun", "session checkpoint unusable (%r): %s" % (e, repr(s)[:200]))
-            store.remove(FILE)
-        for d in self.journal.done + [[o["pre_trade_no"], o["reason"]]
-                                      for o in self.journal.orders]:
-            self._remember(d[0], START_OK, 0, d[1])
+            store.remove(_FILE)
+        for d in self.journal.done:
+            self._remember(d[0], _START_OK, 0, d[1])
+        for o in self.journal.orders:
+            self._remember(o["pre_trade_no"], _START_OK, 0, o["reason"])
         return order
 
     # --- telemetry ------------------------------------------------------------------------
     def telemetry(self):
-        s = self.s
-        body = {"gun_no": 1, "pre_trade_no": s["trade"] if s else "", "trade_no": " ",
-                "work_status": self.work_status(),
-                "con_status": 10 if self.pilot.state in "BCD" else 11,
-                "e_lock_status": 11 if self.board.lock_feedback() else 10,
-                "out_relay_status": 11 if self.board.relay_feedback() else 10,
-                "pwm_duty_radio": self.duty if 0 < self.duty < 100 else 0,
-                "ac_vol_a": self.v_mv // 100, "ac_cur_a": self.i_ma // 100,
-                "real_power": self.p_mw // 100000,
-                "gun_temp": self._temp(),
-                "chg_time": s["chg_ms"] // 60000 if s else 0}
-        bill = fees.bill(s["e"] if s else [0, 0, 0, 0], s["model"] if s else ZERO_MODEL)
-        for key in ("total_elect", "sharp_elect", "peak_elect", "flat_elect", "valley_elect",
-                    "total_cost", "total_power_cost", "total_serv_cost"):
-            body[key] = bill[key]
+        s, b = self.s, self.board
+        t = b.gun_temp_c()
+        e = s["e"] if s else [0, 0, 0, 0]
+        bill = fees.bill(e, s["model"] if s else {"power": e, "service": e})   # no session: 0
+        body = dict(gun_no=1, pre_trade_no=s["trade"] if s else "", trade_no=" ",
+                    work_status=self.work_status(),
+                    con_status=10 if self.pilot.state in "BCD" else 11,
+                    e_lock_status=11 if b.lock_feedback() else 10,
+                    out_relay_status=11 if b.relay_feedback() else 10,
+                    pwm_duty_radio=self.duty if 0 < self.duty < 100 else 0,
+                    ac_vol_a=self.v_mv // 100, ac_cur_a=self.i_ma // 100,
+                    real_power=self.p_mw // 100000,
+                    gun_temp=500 if t is None else int(t * 10) + 500,
+                    chg_time=s["chg_ms"] // 60000 if s else 0)
+        for key in bill:        # the energies and the totals, not the per-band money
+            if key.endswith("elect") or key.startswith("total"):
+                body[key] = bill[key]
         return body
-
-    def _temp(self):
-        t = self.board.gun_temp_c()
-        return 500 if t is None else int(t * 10) + 500

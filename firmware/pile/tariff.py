@@ -5,16 +5,31 @@ atomically; an invalid one (or one that cannot be stored) is refused with the re
 the old one stays.  A session keeps a reference to the model it started with (a new
 model is a new object, the old one is never changed), so a model received mid-charge
 applies from the next session.  The id in force is reported in firmwareEvt.ele_model_id.
+
+The validation (pile.feemodel) is imported only for that moment, at boot and when a
+model arrives, and dropped again afterwards so that its code leaves the heap.
 """
-from pile import fees, log, store
+import sys
+
+from pile import log, store
 
 FILE = "feemodel.json"
+
+
+def _vet(body, stored):
+    """pile.feemodel's check(body) (stored) or parse(body) (arrived), then forget it."""
+    import pile.feemodel as fm
+    try:
+        return fm.check(body) if stored else fm.parse(body)
+    finally:
+        del sys.modules["pile.feemodel"]
+        del sys.modules["pile"].feemodel
 
 
 class Tariff:
     def __init__(self):
         model = store.load(FILE)
-        why = fees.check(model) if model is not None else None
+        why = _vet(model, True) if model is not None else None
         if why:
             log.error("tariff", "stored fee model rejected (%s); none in force" % why)
             model = None
@@ -25,7 +40,7 @@ class Tariff:
 
     def update(self, body):
         """Return None when the model was taken, else the reason it was refused."""
-        model, why = fees.parse(body)
+        model, why = _vet(body, False)
         if why:
             log.warn("tariff", "fee model refused: %s" % why)
             return why

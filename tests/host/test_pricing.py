@@ -4,7 +4,7 @@ independent reference does (PROTOCOL.md section 5).
 The reference below is plain CPython integer arithmetic and does not import firmware
 code: local time through datetime, the fee model straight from the wire body
 (feeModelUpdateSrv), truncating integer money.  The firmware side runs in one MicroPython
-process: fees.parse on the wire body, Charger.add_energy for every energy increment at
+process: feemodel.parse on the wire body, Charger.add_energy for every energy increment at
 its board time (fees.local_minute and fees.band_at), Charger.order and fees.bill at the
 end.  A session is a list of (epoch_ms, mWh) increments; sessions cross band boundaries,
 local midnight, run under several time zones, and some deliver no energy at all.
@@ -22,7 +22,7 @@ SESSIONS = 2000
 
 RUNNER = r"""
 import json, sys
-from pile import fees, store
+from pile import feemodel, fees, store
 from pile import session as S
 store.save = lambda name, obj: True         # checkpoints: not what is measured here
 
@@ -38,12 +38,12 @@ board = Board()
 out = open(sys.argv[2], "w")
 for line in open(sys.argv[1]):
     x = json.loads(line)
-    model, why = fees.parse(x["model"])
+    model, why = feemodel.parse(x["model"])
     if why:
         out.write(json.dumps({"refused": why}) + "\n")
         continue
     ch = S.Charger(board, {"tz_min": x["tz"]}, RATINGS, None, None, None, None)
-    ch.state = S.CHARGING
+    ch.state = 13                  # work_status: charging
     ch.s = s = {"trade": x["trade"], "mode": 10, "limit": 0, "model": model,
                 "e": [0, 0, 0, 0], "chg_ms": 0, "start_ms": x["start_ms"],
                 "sum_start": x["sum_start"], "saved": 0}

@@ -1,5 +1,5 @@
-"""pile.fees: fee model validation, band lookup, money rule."""
-from pile import fees
+"""pile.feemodel: fee model validation; pile.fees: band lookup, money rule."""
+from pile import feemodel, fees
 
 
 def seed_body():
@@ -20,10 +20,10 @@ SEED_MODEL = {"id": "1223213", "starts": [623, 750, 870], "bands": [0, 1, 2],
 
 
 def test_parse_seed():
-    model, why = fees.parse(seed_body())
+    model, why = feemodel.parse(seed_body())
     assert why is None, why
     assert model == SEED_MODEL, model
-    assert fees.check(model) is None
+    assert feemodel.check(model) is None
 
 
 def test_parse_full_day_14_segments():
@@ -31,14 +31,14 @@ def test_parse_full_day_14_segments():
     b["time_num"] = 14
     b["time_seg"] = ["%02d00" % h for h in range(0, 24, 2)] + ["2300", "2359"]
     b["seg_flag"] = [10, 11, 12, 13] * 3 + [10, 13]
-    model, why = fees.parse(b)
+    model, why = feemodel.parse(b)
     assert why is None, why
     assert model["starts"][-1] == 1439 and model["bands"][-1] == 3
 
 
 def test_parse_copies_prices():
     b = seed_body()
-    model, _ = fees.parse(b)
+    model, _ = feemodel.parse(b)
     b["charge_fee"][0] = 1
     assert model["power"][0] == 10000
 
@@ -98,21 +98,21 @@ def test_parse_rejects_every_bad_field():
             del b[field]
         else:
             b[field] = value
-        model, why = fees.parse(b)
+        model, why = feemodel.parse(b)
         assert model is None, (field, value)
         assert type(why) is str and word in why, (field, value, why)
 
 
 def test_parse_rejects_non_object():
     for body in (None, [], "x", 3):
-        model, why = fees.parse(body)
+        model, why = feemodel.parse(body)
         assert model is None and "body" in why
 
 
 def test_reason_is_short_for_huge_values():
     b = seed_body()
     b["time_seg"] = ["x" * 5000, "1230", "1430"]
-    _, why = fees.parse(b)
+    _, why = feemodel.parse(b)
     assert "time_seg[0]" in why and len(why) < 80, why
 
 
@@ -140,7 +140,7 @@ def test_check_corrupted_models():
         corrupt("service", (1, 2, 3, 4)),
     )
     for m in cases:
-        why = fees.check(m)
+        why = feemodel.check(m)
         assert type(why) is str and why, m
 
 
@@ -197,7 +197,7 @@ def test_cost_truncates():
 
 
 FIELDS = ["total_elect", "total_power_cost", "total_serv_cost", "total_cost"]
-for _b in fees.BANDS:
+for _b in ("sharp", "peak", "flat", "valley"):
     FIELDS += [_b + "_elect", _b + "_power_cost", _b + "_serv_cost"]
 
 
