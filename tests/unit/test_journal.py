@@ -16,6 +16,7 @@ from pile.orders import CAPACITY, DONE, FIELDS, FILE, WINDOW, Journal
 from pile.protection import Protection
 from pile.session import Charger
 from pile.tariff import Tariff
+from kit import fresh_dir
 
 log.echo = False
 with open("boards/sim/board.json") as f:
@@ -23,35 +24,12 @@ with open("boards/sim/board.json") as f:
 MODEL = {"ele_model_id": "M1", "time_num": 3, "time_seg": ["0000", "0800", "1200"],
          "seg_flag": [13, 11, 12], "charge_fee": [10000, 50000, 20000, 10000],
          "serviceFee": [20000, 20000, 20000, 10000]}
-_TOP = "/tmp/journaltest"
-
-
-def _rm(d):
-    for n in os.listdir(d):
-        try:
-            os.remove(d + "/" + n)
-        except OSError:
-            _rm(d + "/" + n)
-    os.rmdir(d)
 
 
 def _dir():
-    """A fresh storage dir; those of runs more than an hour old are removed."""
-    try:
-        os.mkdir(_TOP)
-    except OSError:
-        pass
-    for n in os.listdir(_TOP):
-        try:
-            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
-                _rm(_TOP + "/" + n)
-        except OSError:
-            pass
-    d = _TOP + "/%d" % random.getrandbits(30)
-    os.mkdir(d)
-    store.root = d
-    return d
-
+    """A fresh storage dir, made the firmware's storage root."""
+    store.root = fresh_dir()
+    return store.root
 
 def _cfg(**over):
     cfg = dict(config.DEFAULTS)

@@ -14,39 +14,17 @@ import time
 from hal import sim
 from pile import config, log, store
 from pile.metering import FILE, Metering
+from kit import fresh_dir
 
 log.echo = False
 with open("boards/sim/board.json") as f:
     BOARD = json.load(f)
-_TOP = "/tmp/meteringtest"
-
-
-def _rm(d):
-    for n in os.listdir(d):
-        try:
-            os.remove(d + "/" + n)
-        except OSError:
-            _rm(d + "/" + n)
-    os.rmdir(d)
 
 
 def _dir():
-    """A fresh storage dir; those of runs more than an hour old are removed."""
-    try:
-        os.mkdir(_TOP)
-    except OSError:
-        pass
-    for n in os.listdir(_TOP):
-        try:
-            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
-                _rm(_TOP + "/" + n)
-        except OSError:
-            pass
-    d = _TOP + "/%d" % random.getrandbits(30)
-    os.mkdir(d)
-    store.root = d
-    return d
-
+    """A fresh storage dir, made the firmware's storage root."""
+    store.root = fresh_dir()
+    return store.root
 
 def _cfg(**over):
     cfg = dict(config.DEFAULTS)

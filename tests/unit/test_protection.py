@@ -14,17 +14,7 @@ from pile import protection, store
 from pile.metering import Metering
 from pile.pilot import Pilot, current_da
 from pile.protection import AUTO, FAULT, RULES, UNPLUG, WARN, Protection
-
-_TOP = "/tmp/prottest"
-
-
-def _dir():
-    for d in (_TOP, _TOP + "/%d" % random.getrandbits(30)):
-        try:
-            os.mkdir(d)
-        except OSError:
-            pass
-    return d
+from kit import fresh_dir
 
 
 def _board_cfg(**prot):
@@ -83,7 +73,7 @@ class Rig:
 
     def __init__(self, real_meter=False, cfg=None, **prot):
         self.t = 1000
-        storage = _dir()
+        storage = fresh_dir()
         store.root = storage
         bcfg = _board_cfg(**prot)
         self.board = sim.Board(bcfg, {"storage": storage, "speed": 1})

@@ -22,6 +22,7 @@ from pile.orders import Journal
 from pile.protection import Protection
 from pile.session import Charger
 from pile.tariff import Tariff
+from kit import fresh_dir, rm_tree
 
 log.echo = False
 with open("boards/sim/board.json") as f:
@@ -35,34 +36,11 @@ SEED_FIELDS = ("pwm_duty_radio ac_cur_a ac_vol_a chg_time con_status e_lock_stat
                "total_serv_cost trade_no valley_elect work_status").split()
 SPEED = 50
 START_TIMEOUT_S, PAUSE_S = 8, 3
-_TOP = "/tmp/sessiontest"
-
-
-def _rm(d):
-    for n in os.listdir(d):
-        os.remove(d + "/" + n)
-    os.rmdir(d)
-
-
-def _dir():
-    try:
-        os.mkdir(_TOP)
-    except OSError:
-        pass
-    for n in os.listdir(_TOP):
-        try:
-            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
-                _rm(_TOP + "/" + n)
-        except OSError:
-            pass
-    d = _TOP + "/%d" % random.getrandbits(30)
-    os.mkdir(d)
-    return d
 
 
 class Rig:
     def __init__(self, model=True, speed=SPEED, **over):
-        self.dir = _dir()
+        self.dir = fresh_dir()
         store.root = self.dir
         self.board = sim.Board(BOARD, {"storage": self.dir, "speed": speed})
         cfg = dict(config.DEFAULTS)
@@ -84,7 +62,7 @@ class Rig:
 
     def close(self):
         self.board.close()
-        _rm(self.dir)
+        rm_tree(self.dir)
 
     def send(self, cmd, body, qos=1, status=0, item_id=None):
         self.sent.append((cmd, body))
@@ -161,6 +139,7 @@ class Rig:
 
 
 # --- getting to each state --------------------------------------------------------------
+
 
 def to_idle(r):
     r.run(200)

@@ -6,39 +6,14 @@ import math
 import random
 import time
 from hal import sim
+from kit import fresh_dir
 
 CFG = {"name": "sim", "cal": {"v_offset": 2048, "i_offset": 2048, "v_uv": 200000, "i_ua": 25000},
        "sim": {"v_uv": 203000, "i_ua": 24500, "v_offset": 2051, "i_offset": 2046, "lock_ms": 300}}
 
 
-_TOP = "/tmp/simtest"
-
-
-def _rm(d):
-    for n in os.listdir(d):
-        os.remove(d + "/" + n)
-    os.rmdir(d)
-
-
-def _dir():
-    """A fresh storage dir; dirs of runs more than an hour old are removed."""
-    try:
-        os.mkdir(_TOP)
-    except OSError:
-        pass
-    for n in os.listdir(_TOP):
-        try:
-            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
-                _rm(_TOP + "/" + n)
-        except OSError:
-            pass
-    d = _TOP + "/%d" % random.getrandbits(30)
-    os.mkdir(d)
-    return d
-
-
 def _board(storage=None, **opts):
-    opts["storage"] = storage or _dir()
+    opts["storage"] = storage or fresh_dir()
     opts.setdefault("speed", 20)  # the 300 ms lock then takes 15 ms of real time
     return sim.Board(CFG, opts)
 
@@ -247,7 +222,7 @@ def test_protective_inputs_and_alarm():
 
 
 def test_world_persists_across_boards():
-    d = _dir()
+    d = fresh_dir()
     b = _board(d)
     b.bench({"cmd": "plug"})
     b.bench({"cmd": "car", "demand_a": 16, "vent": True})
@@ -394,7 +369,7 @@ def _firmware_dir():
 
 
 def test_watchdog_kills_process():
-    d = _dir()
+    d = fresh_dir()
     script = d + "/wd.py"
     with open(script, "w") as f:
         f.write("import time\nfrom hal import sim\n"
@@ -432,7 +407,7 @@ def test_shutdown_and_real_board_file():
         assert cfg["sim"]["v_uv"] != cfg["cal"]["v_uv"]
     except OSError:
         cfg = CFG
-    b = sim.Board(cfg, {"storage": _dir()})
+    b = sim.Board(cfg, {"storage": fresh_dir()})
     _charging(b)
     b.shutdown()
     assert not b.relay_cmd and b.cp_read()[0] == 9000 and b.duty == 100

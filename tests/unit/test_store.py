@@ -5,38 +5,16 @@ import random
 import time
 
 from pile import log, store
+from kit import fresh_dir
 
 log.echo = False
-_TOP = "/tmp/storetest"
 DOC = {"o": [{"pre_trade_no": "T1", "sum_end": "25969", "note": "\u4ea4\u6613"}], "r": 7}
 
 
-def _rm(d):
-    for n in os.listdir(d):
-        try:
-            os.remove(d + "/" + n)
-        except OSError:
-            _rm(d + "/" + n)
-    os.rmdir(d)
-
-
 def _dir():
-    """A fresh storage dir; those of runs more than an hour old are removed."""
-    try:
-        os.mkdir(_TOP)
-    except OSError:
-        pass
-    for n in os.listdir(_TOP):
-        try:
-            if os.stat(_TOP + "/" + n)[8] < time.time() - 3600:
-                _rm(_TOP + "/" + n)
-        except OSError:
-            pass
-    d = _TOP + "/%d" % random.getrandbits(30)
-    os.mkdir(d)
-    store.root = d
-    return d
-
+    """A fresh storage dir, made the firmware's storage root."""
+    store.root = fresh_dir()
+    return store.root
 
 def _raw(name, suffix=""):
     with open(store.path(name) + suffix, "rb") as f:
