@@ -128,14 +128,27 @@ class PileProcess:
             time.sleep(0.05)
         raise AssertionError("no %r in the console:\n%s" % (pattern, self.output()[-3000:]))
 
+    def status(self):
+        """The application's status (work status, link, session, faults, energy)."""
+        return self.bench({"cmd": "status"})["status"]
+
     def wait_state(self, pred, timeout=10):
+        """Poll the hardware state until pred(state) holds; return that state."""
+        return self._wait(self.state, pred, timeout)
+
+    def wait_status(self, pred, timeout=10):
+        """Poll the application's status until pred(status) holds; return it."""
+        return self._wait(self.status, pred, timeout)
+
+    @staticmethod
+    def _wait(read, pred, timeout):
         deadline = time.time() + timeout
         while True:
-            st = self.state()
-            if pred(st):
-                return st
+            value = read()
+            if pred(value):
+                return value
             if time.time() > deadline:
-                raise AssertionError("state never matched; last: %s" % st)
+                raise AssertionError("never matched; last: %s" % value)
             time.sleep(0.02)
 
     def stop(self):

@@ -44,20 +44,6 @@ def journal_bodies(pile):
     return [dict(zip(FIELDS, rec)) for rec in read_doc(pile, "orders.json")["o"]]
 
 
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
-
-
-def wait_status(pile, pred, timeout=10):
-    deadline = time.time() + timeout
-    while True:
-        s = status(pile)
-        if pred(s):
-            return s
-        assert time.time() < deadline, "status never matched; last: %s" % s
-        time.sleep(0.05)
-
-
 def up(make_pile, platform, **kw):
     pile = make_pile(**kw)
     online(platform)
@@ -156,9 +142,9 @@ def test_order_while_broker_down_arrives_once_after(make_pile, platform, broker)
     charge(platform, pile, "D1")
     time.sleep(0.5)
     broker.stop()
-    wait_status(pile, lambda s: not s["link"])
+    pile.wait_status(lambda s: not s["link"])
     assert pile.bench({"cmd": "stop"})["ok"]          # stop at the pile: 1001
-    wait_status(pile, lambda s: s["orders_pending"] == 1)
+    pile.wait_status(lambda s: s["orders_pending"] == 1)
     (kept,) = journal_bodies(pile)
     assert kept["pre_trade_no"] == "D1" and kept["reason"] == 1001 and kept["total_elect"] > 0
     # the session end saved the register too (under 0.1 kWh and 60 s: nothing else did)
@@ -166,7 +152,7 @@ def test_order_while_broker_down_arrives_once_after(make_pile, platform, broker)
     time.sleep(1)
     mark = platform.mark()
     broker.start()
-    wait_status(pile, lambda s: s["orders_pending"] == 0, timeout=20)
+    pile.wait_status(lambda s: s["orders_pending"] == 0, timeout=20)
     assert read_doc(pile, "orders.json")["o"] == []
     time.sleep(2.5)                                  # past ack_wait_s: nothing more goes out
     got = orders_for(platform, "D1", mark)
@@ -179,7 +165,7 @@ def test_sigkill_mid_charge_gives_exactly_one_order(make_pile, platform):
     pile = up(make_pile, platform, speed=SPEED)
     charge(platform, pile, "K1")
     time.sleep(2)
-    before = status(pile)["energy_mwh"]
+    before = pile.status()["energy_mwh"]
     assert before > 60000, before
     pile.kill()
     mark = platform.mark()
@@ -190,8 +176,8 @@ def test_sigkill_mid_charge_gives_exactly_one_order(make_pile, platform):
     assert order["reason"] == 1001
     # the checkpoint is at most 20 Wh (or 30 s) behind; a little more went on till the kill
     assert before // 1000 - 25 <= order["total_elect"] <= before // 1000 + 25, (before, order)
-    wait_status(pile, lambda s: s["orders_pending"] == 0)
-    st = wait_status(pile, lambda s: s["work_status"] in (11, 14))
+    pile.wait_status(lambda s: s["orders_pending"] == 0)
+    st = pile.wait_status(lambda s: s["work_status"] in (11, 14))
     assert st["session"] is None and not st["relay"]
     assert st["register_mwh"] >= int(order["sum_end"]) * 1000
     # a repeated start of K1 is answered, not run; a new session counts on from sum_end
@@ -199,7 +185,7 @@ def test_sigkill_mid_charge_gives_exactly_one_order(make_pile, platform):
     platform.start_charge(DEV, "K1")
     platform.wait_for(DEV, "startChargeSrv_reply", since=mark2)
     time.sleep(0.3)
-    assert status(pile)["session"] is None
+    assert pile.status()["session"] is None
     charge(platform, pile, "K2")
     second = stop_and_order(platform, "K2")
     assert int(second["sum_start"]) >= int(order["sum_end"]), (order, second)
@@ -215,7 +201,7 @@ def test_fee_model_mid_charge_applies_to_the_next_session(make_pile, platform):
     m2 = dict(MODEL, ele_model_id="M2", charge_fee=[1, 2, 3, 4], serviceFee=[5, 6, 7, 8])
     reply = give_model(platform, **m2)["msg"]["body"]
     assert reply["result"] == 10 and reply["ele_model_id"] == "M2"
-    assert status(pile)["fee_model"] == "M2"
+    assert pile.status()["fee_model"] == "M2"
     time.sleep(1)
     first = stop_and_order(platform, "F1")
     assert first["ele_model_id"] == "M1" and first["total_elect"] > 50
@@ -248,7 +234,7 @@ def test_invalid_fee_model_refused_old_kept(make_pile, platform):
         "ele_model_id": "BAD", "time_num": 15}})
     reply = platform.wait_for(DEV, "feeModelUpdateSrv_reply", since=mark)["msg"]["body"]
     assert reply["result"] == 11 and "time_num" in reply["reason"]
-    assert status(pile)["fee_model"] == "M1"
+    assert pile.status()["fee_model"] == "M1"
     assert read_doc(pile, "feemodel.json")["id"] == "M1"
     mark = platform.mark()
     pile.stop()
@@ -281,12 +267,12 @@ def test_full_journal_refuses_starts_then_drains(make_pile, platform):
     sent = {r["msg"]["body"]["pre_trade_no"] for r in platform.messages(DEV, "orderUpdateEvt")}
     assert sent == {"J00", "J01", "J02", "J03"}, sent  # a window of 4, resent each round
     platform.no_ack.clear()
-    wait_status(pile, lambda s: s["orders_pending"] == 0, timeout=30)
+    pile.wait_status(lambda s: s["orders_pending"] == 0, timeout=30)
     got = {}
     for r in platform.messages(DEV, "orderUpdateEvt"):
         got.setdefault(r["msg"]["body"]["pre_trade_no"], r["msg"]["body"])
     assert got == {o["pre_trade_no"]: o for o in seeded}
-    assert status(pile)["register_mwh"] >= 15500 * 1000     # never behind an order
+    assert pile.status()["register_mwh"] >= 15500 * 1000     # never behind an order
     assert "outbox full" not in pile.output()
     body = charging(platform, pile, "J100")
     assert body["start_result"] == 10, body
@@ -355,7 +341,7 @@ def test_torn_files_at_boot(make_pile, platform):
     fw = platform.wait_for(DEV, "firmwareEvt", since=mark, timeout=20)
     assert fw["msg"]["body"]["ele_model_id"] == "M0"    # feemodel.json.bak
     assert platform.provision_count[DEV] == provisions + 1     # creds.json: none whole
-    st = wait_status(pile, lambda s: s["orders_pending"] == 0, timeout=20)
+    st = pile.wait_status(lambda s: s["orders_pending"] == 0, timeout=20)
     assert orders_for(platform, "A1", mark) == [a1]     # orders.json.bak holds it
     (a2,) = orders_for(platform, "A2", mark)            # session.json.bak: a checkpoint
     assert a2["reason"] == 1001 and a2["total_elect"] > 0

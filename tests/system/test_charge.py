@@ -95,10 +95,6 @@ def released(pile, timeout=5):
                            not s["lock_cmd"] and not s["locked"], timeout=timeout)
 
 
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
-
-
 def relay_closes(pile):
     evs = pile.bench({"cmd": "events", "since": 0})["events"]
     return len([e for e in evs if e["ev"] == "relay_set" and e["v"] is True])
@@ -118,7 +114,7 @@ def test_start_not_plugged_in(platform, pile_on):
     assert (rep["result"], rep["pre_trade_no"], rep["gun_no"]) == (11, "N1", 1)
     st = released(pile)
     assert st["cp_duty"] == 100
-    assert status(pile)["work_status"] == 10
+    assert pile.status()["work_status"] == 10
 
 
 def test_start_faulted(platform, pile_on):
@@ -155,7 +151,7 @@ def test_start_twice_same_trade_one_session(platform, pile_on):
     assert (res["start_result"], rep["result"]) == (10, 10)
     time.sleep(0.3)
     assert relay_closes(pile) == 1
-    assert status(pile)["session"] == "D1"
+    assert pile.status()["session"] == "D1"
     mark = platform.mark()
     res, _ = stop(platform, "D1")
     assert res["stop_result"] == 10
@@ -173,7 +169,7 @@ def test_start_other_trade_while_charging(platform, pile_on):
     assert (res["start_result"], res["fault_code"], rep["result"]) == (14, 0, 11)
     st = pile.state()
     assert st["relay_closed"] and st["locked"]
-    assert status(pile)["session"] == "B1"
+    assert pile.status()["session"] == "B1"
     stop(platform, "B1")
     released(pile)
 
@@ -191,11 +187,11 @@ def test_platform_stop(platform, pile_on):
     o = order(platform, "S1", since=mark)
     assert o["reason"] == 1002 and o["total_elect"] > 0
     released(pile)
-    assert status(pile)["work_status"] == 14        # finished, not unplugged
+    assert pile.status()["work_status"] == 14        # finished, not unplugged
     pile.bench({"cmd": "unplug"})
     pile.wait_state(lambda s: s["cp_level"] == "A")
     time.sleep(0.1)
-    assert status(pile)["work_status"] == 10
+    assert pile.status()["work_status"] == 10
 
 
 def test_stop_wrong_trade(platform, pile_on):
@@ -247,7 +243,7 @@ def test_gun_pulled_while_charging(platform, pile_on):
     assert o["reason"] == 1008
     st = released(pile)
     assert [x for x in st["latencies"] if x["what"] == "left_cd"]
-    assert status(pile)["work_status"] == 10
+    assert pile.status()["work_status"] == 10
 
 
 def test_vehicle_pause_continues(platform, pile_on):
@@ -261,7 +257,7 @@ def test_vehicle_pause_continues(platform, pile_on):
     pile.bench({"cmd": "car", "want": True})
     pile.wait_state(lambda s: s["relay_closed"] and s["cp_level"] == "C")
     time.sleep(0.3)
-    assert status(pile)["work_status"] == 13
+    assert pile.status()["work_status"] == 13
     assert count(platform, "orderUpdateEvt") == 0
     assert platform.messages(DEV, "stopChaResEvt") == []
     lat = [x["us"] for x in pile.state()["latencies"] if x["what"] == "left_cd"]
@@ -280,7 +276,7 @@ def test_vehicle_stays_in_b_too_long(platform, pile_on):
     o = order(platform, "Q1", since=mark, timeout=10)
     assert o["reason"] == 1010
     released(pile)
-    assert status(pile)["work_status"] == 14
+    assert pile.status()["work_status"] == 14
 
 
 @pytest.mark.parametrize("mode,limit,code", [(14, 1, 1003), (12, 1, 1004), (11, 10, 1005)],
@@ -316,7 +312,7 @@ def test_stop_at_the_pile(platform, pile_on, how):
     o = order(platform, "H1", since=mark)
     assert o["reason"] == 1001
     released(pile)
-    assert status(pile)["work_status"] == 14
+    assert pile.status()["work_status"] == 14
     # the platform's stop after it: already stopped, with the code it stopped with
     res, _ = stop(platform, "H1")
     assert (res["stop_result"], res["stop_fail_reson"], res["result_code"]) == (11, 11, 1001)

@@ -30,10 +30,6 @@ SEED_FIRMWARE = {"ct": int, "bt_mac": str, "dev_sn": str, "dev_type": int,
                  "vendor_code": int}
 
 
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
-
-
 def read_creds(pile):
     """The stored credentials: the JSON line of creds.json (pile/store.py adds a CRC line)."""
     with open(os.path.join(pile.dir, "creds.json")) as f:
@@ -82,7 +78,7 @@ def wait_link(pile, up, timeout=10, rtts=None):
     deadline = time.time() + timeout
     while True:
         t = time.monotonic()
-        st = status(pile)
+        st = pile.status()
         if rtts is not None:
             rtts.append(time.monotonic() - t)
         if st["link"] == up:
@@ -96,7 +92,7 @@ def probe_for(pile, seconds, rtts):
     end = time.time() + seconds
     while time.time() < end:
         t = time.monotonic()
-        status(pile)
+        pile.status()
         rtts.append(time.monotonic() - t)
         time.sleep(0.05)
 
@@ -119,7 +115,7 @@ def test_announces_on_connect(platform, make_pile):
 def test_broker_restart(broker, platform, proxy, make_pile):
     pile = make_pile(**FAST)
     online(platform)
-    assert status(pile)["connects"] == 1
+    assert pile.status()["connects"] == 1
     broker.stop()
     wait_link(pile, False)
     # hold the pile back (refused) until the platform has subscribed again, so that it
@@ -155,7 +151,7 @@ def test_network_failure(platform, proxy, make_pile, mode, reason):
         assert noticed < 1.5, noticed
     probe_for(pile, 2.5, rtts)                         # reconnect attempts in this mode
     assert max(rtts) < 0.5, "bench stalled %.3f s while %s" % (max(rtts), mode)
-    st = status(pile)
+    st = pile.status()
     assert not st["link"] and st["link_error"], st
     pile.wait_output(r"\[link\] session ended: .*(%s)" % reason)
     if mode == "blackhole":
@@ -194,7 +190,7 @@ def test_malformed_downlinks(platform, make_pile):
     pile = make_pile(**FAST)
     online(platform)
     assert give_model(platform)["msg"]["body"]["result"] == 10
-    before = status(pile)
+    before = pile.status()
 
     other = _service("startChargeSrv", START, 9001)
     other["control_equip_id"] = other["head"]["dev_id"] = OTHER
@@ -235,8 +231,8 @@ def test_malformed_downlinks(platform, make_pile):
     platform.send_raw(DEV, huge)
 
     deadline = time.time() + 10
-    while status(pile)["rejected"] < before["rejected"] + len(cases):
-        assert time.time() < deadline, status(pile)
+    while pile.status()["rejected"] < before["rejected"] + len(cases):
+        assert time.time() < deadline, pile.status()
         time.sleep(0.05)
     pile.wait_output(r"\[link\] dropped a \d+-byte packet on .*feeModelUpdateSrv.*over 8192")
     out = pile.output()
@@ -252,14 +248,14 @@ def test_malformed_downlinks(platform, make_pile):
                 if r["dev"] == DEV and r["cmd"].endswith("_reply")}
     assert answered == {sid for _, _, _, sid in cases if sid is not None}, answered
 
-    after = status(pile)
+    after = pile.status()
     assert after["rejected"] == before["rejected"] + len(cases)
     assert {k: after[k] for k in STABLE} == {k: before[k] for k in STABLE}
     assert pile.alive()
     # still serving: a valid service is answered and takes effect
     rep = give_model(platform, ele_model_id="M2")
     assert rep["msg"]["body"]["result"] == 10
-    assert status(pile)["fee_model"] == "M2" and status(pile)["connects"] == 1
+    assert pile.status()["fee_model"] == "M2" and pile.status()["connects"] == 1
 
 
 def test_qos0_traffic_alone_keeps_the_link(platform, make_pile):
@@ -275,7 +271,7 @@ def test_qos0_traffic_alone_keeps_the_link(platform, make_pile):
     time.sleep(6)                                   # 2 x (1.5 keepalive)
     telemetry = [r for r in since_mark(platform, mark) if r["cmd"] == "acGunRunIty"]
     assert len(telemetry) >= 4, len(telemetry)
-    st = status(pile)
+    st = pile.status()
     assert st["link"] and st["connects"] == 1, st
     assert "session ended" not in pile.output()
 
@@ -285,7 +281,7 @@ def test_burst_of_downlinks_loses_nothing(broker, platform, make_pile):
     the inbox drains instead of dropping messages it has already acknowledged."""
     pile = make_pile(**FAST)
     online(platform)
-    before = status(pile)["rejected"]
+    before = pile.status()["rejected"]
     sender, _, _ = _client(broker, *broker.admin, client_id="burst-sender")
     try:
         topic = "/sys/HCI-EVA7/%s/thing/service/stopChargeSrv" % DEV
@@ -293,14 +289,14 @@ def test_burst_of_downlinks_loses_nothing(broker, platform, make_pile):
         for info in infos:
             info.wait_for_publish(5)
         deadline = time.time() + 10
-        while status(pile)["rejected"] < before + 60:
-            assert time.time() < deadline, status(pile)
+        while pile.status()["rejected"] < before + 60:
+            assert time.time() < deadline, pile.status()
             time.sleep(0.05)
     finally:
         sender.disconnect()
         sender.loop_stop()
     time.sleep(0.2)
-    st = status(pile)
+    st = pile.status()
     assert st["rejected"] == before + 60 and st["link"] and st["connects"] == 1, st
     assert "inbox full" not in pile.output()
 
@@ -350,4 +346,4 @@ def test_device_confined_to_its_own_topics(broker, platform, make_pile):
     finally:
         intruder.disconnect()
         intruder.loop_stop()
-    assert status(pile)["link"]
+    assert pile.status()["link"]

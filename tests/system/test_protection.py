@@ -16,20 +16,6 @@ from netem import Proxy
 SPEED = 10
 
 
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
-
-
-def wait_status(pile, pred, timeout=5):
-    deadline = time.time() + timeout
-    while True:
-        s = status(pile)
-        if pred(s):
-            return s
-        assert time.time() < deadline, "status never matched; last: %s" % s
-        time.sleep(0.02)
-
-
 def up(make_pile, platform, **kw):
     kw.setdefault("speed", SPEED)
     pile = make_pile(**kw)
@@ -77,13 +63,13 @@ def tripped(platform, pile, code, trade, mark):
     the session ended with the code as its reason and its order arrived."""
     st = pile.wait_state(lambda s: not s["relay_cmd"] and not s["relay_closed"], timeout=5)
     assert st["violation_count"] == 0, st["violations"]
-    wait_status(pile, lambda s: s["session"] is None)
+    pile.wait_status(lambda s: s["session"] is None)
     fault_evt(platform, mark, lambda b: code in b["fault_value"])
     order = order_of(platform, trade, mark)
     assert order["reason"] == code, order
     assert int(order["sum_end"]) >= int(order["sum_start"])
     platform.wait_for(DEV, "acGunRunIty", since=mark, pred=lambda m: m["body"]["work_status"] == 16)
-    s = status(pile)
+    s = pile.status()
     assert s["work_status"] == 16 and code in s["faults"] and s["session"] is None, s
     return order
 
@@ -101,7 +87,7 @@ def restart_ok(platform, pile, trade):
 def still_faulted(pile, code, wait=0.6):
     """The condition is gone, but the row waits for the unplug."""
     time.sleep(wait)
-    s = status(pile)
+    s = pile.status()
     assert code in s["faults"] and s["work_status"] == 16, s
 
 
@@ -153,7 +139,7 @@ def test_row_trips_ends_session_and_recovers(make_pile, platform, row):
         still_faulted(pile, code)
         bench(pile, cmd="unplug")
     cleared(platform, mark)
-    assert status(pile)["work_status"] in (10, 11, 14)
+    assert pile.status()["work_status"] in (10, 11, 14)
     restart_ok(platform, pile, "T3")
 
 
@@ -166,7 +152,7 @@ def test_over_temperature_derates_first(make_pile, platform):
     body = fault_evt(platform, mark, lambda b: 3020 in b["warnValue"])
     assert body["fault_su"] == 0 and body["warn_sum"] == 1, body
     st = pile.wait_state(lambda s: s["cp_duty"] == 26)          # 16 A offered
-    assert st["relay_closed"] and status(pile)["work_status"] == 13
+    assert st["relay_closed"] and pile.status()["work_status"] == 13
     st = pile.wait_state(lambda s: abs(s["current_a"] - 15.6) < 0.1)
     mark = platform.mark()
     bench(pile, cmd="temp", c=88)
@@ -174,7 +160,7 @@ def test_over_temperature_derates_first(make_pile, platform):
     mark = platform.mark()
     bench(pile, cmd="temp", c=65)                               # above t_resume_c: held
     time.sleep(0.5)
-    assert 3010 in status(pile)["faults"]
+    assert 3010 in pile.status()["faults"]
     bench(pile, cmd="temp", c=30)
     cleared(platform, mark)
     restart_ok(platform, pile, "T2")
@@ -186,7 +172,7 @@ def test_welded_contactor(make_pile, platform):
     charge(platform, pile, "T1")
     bench(pile, cmd="fault", name="welded", on=True)
     time.sleep(0.2)
-    assert status(pile)["faults"] == []        # closed as commanded: nothing to see yet
+    assert pile.status()["faults"] == []        # closed as commanded: nothing to see yet
     mark = platform.mark()
     platform.stop_charge(DEV, "T1")
     order = order_of(platform, "T1", mark)
@@ -194,7 +180,7 @@ def test_welded_contactor(make_pile, platform):
     fault_evt(platform, mark, lambda b: b["fault_value"][0] == 3008)
     st = pile.state()
     assert not st["relay_cmd"] and st["relay_closed"] and st["locked"], st   # gun stays locked
-    assert status(pile)["work_status"] == 16
+    assert pile.status()["work_status"] == 16
     m2 = platform.mark()
     platform.start_charge(DEV, "T2")
     res = platform.wait_for(DEV, "startChaResEvt", since=m2)["msg"]["body"]
@@ -295,7 +281,7 @@ def test_trip_with_broker_blackholed(make_pile, platform, proxy):
     assert time.time() - t0 < 0.5
     lat = [x["us"] for x in st["latencies"] if x["what"] == "fault:leakage"]
     assert lat and lat[-1] < 20000, st["latencies"]
-    wait_status(pile, lambda s: s["session"] is None and s["work_status"] == 16 and
+    pile.wait_status(lambda s: s["session"] is None and s["work_status"] == 16 and
                 s["orders_pending"] == 1)
     assert not platform.messages(DEV, "orderUpdateEvt")            # nothing got through
     proxy.set_mode("pass")
@@ -323,7 +309,7 @@ def test_watchdog_reset_comes_back_safe(make_pile, platform):
     time.sleep(1.0)
     bodies = [r["msg"]["body"] for r in platform.messages(DEV, "orderUpdateEvt")]
     assert bodies == [order], bodies                  # exactly one order, sent once
-    s = status(pile)
+    s = pile.status()
     assert s["session"] is None and s["orders_pending"] == 0 and not s["relay"], s
     pile.wait_state(lambda s: not s["relay_closed"] and s["cp_level"] == "B")
     restart_ok(platform, pile, "T2")
@@ -335,11 +321,11 @@ def test_offline_window_then_1006(make_pile, platform, proxy):
     proxy.set_mode("down")
     t0 = time.time()
     time.sleep(0.2)                             # 2 board seconds offline: still charging
-    s = status(pile)
+    s = pile.status()
     assert not s["link"] and s["session"] == "T1" and pile.state()["relay_closed"], s
     pile.wait_state(lambda s: not s["relay_closed"], timeout=5)
     assert time.time() - t0 >= 0.45             # offline_charge_s = 5 board s
-    s = status(pile)
+    s = pile.status()
     assert s["session"] is None and s["orders_pending"] == 1, s
     # a fault while offline waits too
     bench(pile, cmd="fault", name="estop", on=True)

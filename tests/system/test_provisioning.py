@@ -33,10 +33,6 @@ def has_creds(pile):
     return os.path.exists(os.path.join(pile.dir, "creds.json"))
 
 
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
-
-
 def retry_waits(pile):
     return [int(w) for w in re.findall(r"\[prov\] failed: .*; retry in (\d+) ms", pile.output())]
 
@@ -68,7 +64,7 @@ def test_provisioning_success(platform, make_pile):
                      "mqtt_password": platform.passwords[DEV],
                      "mqtt_server_addr": platform.mqtt_addr_for_devices}
     assert platform.provision_count[DEV] == 1
-    st = status(pile)
+    st = pile.status()
     assert st["link"] and st["provision_error"] is None
     pile.wait_output(r"\[prov\] provisioned: account %s" % DEV)
     assert_no_secrets(pile, platform)
@@ -96,7 +92,7 @@ def test_platform_fault_then_recovery(platform, make_pile, fault, why):
     pile.wait_output(r"\[prov\] failed: %s; retry in \d+ ms" % why, count=tries, timeout=15)
     assert not has_creds(pile)
     assert not platform.messages(DEV)
-    st = status(pile)
+    st = pile.status()
     assert not st["link"] and re.search(why, st["provision_error"]), st
     assert_backoff(retry_waits(pile))
 
@@ -105,7 +101,7 @@ def test_platform_fault_then_recovery(platform, make_pile, fault, why):
     online(platform, since=mark, timeout=15)
     assert has_creds(pile)
     assert platform.provision_count[DEV] >= tries + 1
-    st = status(pile)
+    st = pile.status()
     assert st["link"] and st["provision_error"] is None
     assert_no_secrets(pile, platform)
 
@@ -136,7 +132,7 @@ def test_bad_signature_is_refused(platform, make_pile):
     assert not has_creds(pile)
     assert DEV not in platform.passwords
     assert not platform.messages(DEV)
-    st = status(pile)
+    st = pile.status()
     assert not st["link"] and "signature mismatch" in st["provision_error"]
     assert_backoff(retry_waits(pile))
     out = pile.output()
@@ -158,7 +154,7 @@ def test_revoked_credentials_provision_again(platform, make_pile):
     new = read_creds(pile)["mqtt_password"]
     assert new != old and new == platform.passwords[DEV]
     pile.wait_output(r"dropping stored credentials: broker refused the credentials \(CONNACK [45]\)")
-    st = status(pile)
+    st = pile.status()
     assert st["link"] and st["connects"] == 2, st
     out = pile.output()
     assert old not in out and new not in out
@@ -174,4 +170,4 @@ def test_host_names_are_resolved(broker, platform, make_pile):
     online(platform)
     assert read_creds(pile)["mqtt_server_addr"] == "tcp://localhost:%d" % broker.port
     pile.wait_output(r"\[link\] connecting to localhost:%d" % broker.port)
-    assert status(pile)["link"]
+    assert pile.status()["link"]
