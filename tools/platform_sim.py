@@ -184,6 +184,15 @@ class _ProvisionHandler(http.server.BaseHTTPRequestHandler):
         log.debug("http %s %s", self.address_string(), fmt % args)
 
 
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hung up (e.g. a pile that gave up on a "hang" fault) is routine:
+        one debug line, not a traceback on the console."""
+        log.debug("http client %s went away: %s", client_address, sys.exc_info()[1])
+
+
 def _json_bytes(obj):
     return json.dumps(obj, ensure_ascii=False).encode("utf-8")
 
@@ -252,8 +261,7 @@ class PlatformSim:
 
     def _make_http(self, host, port):
         handler = type("Handler", (_ProvisionHandler,), {"sim": self})
-        server = http.server.ThreadingHTTPServer((host, port), handler)
-        server.daemon_threads = True
+        server = _HTTPServer((host, port), handler)
         return server
 
     def handle_provision(self, params):
