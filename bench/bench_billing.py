@@ -20,13 +20,10 @@ see bench_meter.py).
 bench/bench_meter.py has the kernel for longer bursts and feemodel.parse.
 """
 import argparse
-import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
-MPYPATH = ".frozen:%s:%s" % (os.path.join(ROOT, "firmware"), os.path.join(ROOT, "lib"))
+import mprun
+
 
 CODE = r"""
 import gc, json, os, time
@@ -87,7 +84,7 @@ class Clock:
 
 clk = Clock()
 ch = S.Charger(clk, {"tz_min": 480}, board_cfg, None, None, None, None)
-ch.state = S.CHARGING
+ch.state = 13                 # work_status: charging
 ch.s = s = {"trade": "B1", "mode": 10, "limit": 0, "model": model, "e": [0, 0, 0, 0],
             "chg_ms": 0, "start_ms": clk.t, "sum_start": 123456789, "saved": 0,
             "saved_e": 0}
@@ -131,13 +128,7 @@ def main():
     ap.add_argument("--heap", type=int, default=160000,
                     help="micropython -X heapsize (0: the unix port's default)")
     a = ap.parse_args()
-    cmd = [MICROPYTHON] + (["-X", "heapsize=%d" % a.heap] if a.heap else [])
-    cmd += ["-c", CODE.replace("{REPS}", str(a.reps))]
-    env = dict(os.environ, MICROPYPATH=MPYPATH)
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    sys.stdout.write(res.stdout)
-    sys.stderr.write(res.stderr)
-    return res.returncode
+    return mprun.run(CODE, a.heap, a.reps)
 
 
 if __name__ == "__main__":

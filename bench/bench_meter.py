@@ -11,13 +11,10 @@ since its last one-block allocation, so a 2 MB unix heap makes small calls look 
 times slower than they are on the board.
 """
 import argparse
-import os
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
-MPYPATH = ".frozen:%s:%s" % (os.path.join(ROOT, "firmware"), os.path.join(ROOT, "lib"))
+import mprun
+
 
 CODE = r"""
 import time, math, micropython
@@ -97,13 +94,7 @@ def main():
     ap.add_argument("--heap", type=int, default=110000,
                     help="micropython -X heapsize (0: the unix port's default)")
     a = ap.parse_args()
-    cmd = [MICROPYTHON] + (["-X", "heapsize=%d" % a.heap] if a.heap else [])
-    cmd += ["-c", CODE.replace("{REPS}", str(a.reps))]
-    env = dict(os.environ, MICROPYPATH=MPYPATH)
-    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-    sys.stdout.write(res.stdout)
-    sys.stderr.write(res.stderr)
-    return res.returncode
+    return mprun.run(CODE, a.heap, a.reps)
 
 
 if __name__ == "__main__":
