@@ -7,13 +7,9 @@ On the board the files are /config.json and /board.json.  On the unix port:
 A broken board file (pile.boardfile) stops the boot with its errors.  Ctrl-C at the console
 leaves the pile safe (relay open) at the REPL, where ``from pile import diag`` helps.
 """
+import gc
 import json
 import sys
-
-import asyncio
-import hal
-from pile import config, log
-from pile.app import App
 
 
 def options(argv):
@@ -40,7 +36,19 @@ def board_file(path):
 
 def main(argv=None):
     opts = options(argv if argv is not None else getattr(sys, "argv", []))
-    board_cfg, errors = board_file(opts["board"])
+    board_cfg, errors = board_file(opts["board"])   # its code comes and goes before the rest
+    # Heap: all the code that stays is loaded first, in one run, and the holes the loading
+    # leaves are collected before the objects that live as long are built: a small heap
+    # must keep large free runs for the messages (DESIGN.md "Memory").
+    import asyncio
+    import hal
+    if sys.platform == "esp32":
+        import hal.esp32
+    else:
+        import hal.sim
+    from pile import config, log
+    from pile.app import App
+    gc.collect()
     for err in errors:
         log.error("board", err)
     if errors:

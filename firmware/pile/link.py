@@ -34,6 +34,7 @@ _OUTBOX = const(24)          # messages queued at most
 _INBOX = const(8)            # received messages waiting for on_message
 _MAX_PACKET = const(8192)    # larger downlinks are skipped
 _WRITE_WAIT_MS = const(3000)
+_TX = const(1536)            # the transmit buffer: one packet at a time (it grows if need be)
 
 
 class _Pending(Exception):
@@ -71,6 +72,10 @@ class Link:
         self.last_error = None
         self._writer = None
         self._wake = asyncio.Event()
+        # allocated once, at boot: a packet is written into it and sent from it, so no
+        # message-sized block is wanted per message (they fragment a small heap)
+        self._txbuf = bytearray(_TX)
+        self._txn = 0
         simple.socket = self      # umqtt's socket module and socket: the methods below
 
     # --- umqtt's socket: writes collect in tx, reads come from whole packets in rx --------
@@ -83,7 +88,18 @@ class Link:
     setblocking = connect = close = _ignore
 
     def write(self, data, n=None):
-        self.tx += data if n is None else memoryview(data)[:n]
+        data = memoryview(data)         # a str (umqtt's names and topics) as its UTF-8 bytes
+        if n is None:
+            n = len(data)
+        else:
+            data = data[:n]
+        end = self._txn + n
+        if end > len(self._txbuf):          # a packet larger than any so far: keep room
+            buf = bytearray(end + 256)
+            buf[:self._txn] = memoryview(self._txbuf)[:self._txn]
+            self._txbuf = buf
+        self._txbuf[self._txn:end] = data
+        self._txn = end
 
     def read(self, n):
         if self.gated or len(self.rx) < n:
@@ -135,7 +151,7 @@ class Link:
         log.info("link", "connecting to %s:%d as %s" % (host, port, creds["mqtt_id"]))
         self._reader, self._writer = await net.connect(host, port, cfg["connect_timeout_ms"],
                                                        scheme in ("ssl", "mqtts"))
-        self.tx, self.rx, self.gated = bytearray(), b"", False
+        self._txn, self.rx, self.gated = 0, b"", False
         self._acks = {}
         self._skip = 0
         self._reader_error = None
@@ -178,18 +194,21 @@ class Link:
                 self._wake.clear()
                 if self._reader_error:
                     raise OSError(self._reader_error)
-                box, i = self.outbox, 0
-                while i < len(box):         # send what is not sent yet
-                    entry = box[i]
-                    if entry[3] is None:
-                        if client.pid >= 0xFFFF:
-                            client.pid = 0
-                        self._encode(client.publish, entry[0], entry[1], False, entry[2])
-                        if not entry[2]:
-                            box.pop(i)      # QoS 0: sent is done
-                            continue
+                while True:                 # send what is not sent yet, one packet at a time
+                    box = self.outbox
+                    for i, entry in enumerate(box):
+                        if entry[3] is None:
+                            break
+                    else:
+                        break
+                    if client.pid >= 0xFFFF:
+                        client.pid = 0
+                    self._encode(client.publish, entry[0], entry[1], False, entry[2])
+                    if entry[2]:
                         entry[3] = client.pid
-                    i += 1
+                    else:
+                        box.pop(i)          # QoS 0: sent is done
+                    await self._flush()     # the outbox may change while this waits
                 while self.inbox:
                     try:
                         self.on_message(*self.inbox.pop(0))
@@ -223,9 +242,9 @@ class Link:
         self.gated = False
 
     async def _flush(self):
-        if self.tx:
-            data, self.tx = bytes(self.tx), bytearray()
-            self._writer.write(data)
+        if self._txn:
+            n, self._txn = self._txn, 0
+            self._writer.write(memoryview(self._txbuf)[:n])     # copied if not all sent
             try:
                 await asyncio.wait_for_ms(self._writer.drain(), _WRITE_WAIT_MS)
             except asyncio.TimeoutError:
@@ -282,7 +301,7 @@ class Link:
                     if end + 2 <= len(rx):
                         topic = repr(bytes(rx[start + 2:end]))
                         if rx[0] & 6:
-                            self.tx += bytes((0x40, 2, rx[end], rx[end + 1]))
+                            self.write(bytes((0x40, 2, rx[end], rx[end + 1])))
                 log.warn("link", "dropped a %d-byte packet on %s: over %d bytes"
                          % (size, topic, _MAX_PACKET))
                 self._skip = size
