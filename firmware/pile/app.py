@@ -214,6 +214,7 @@ class App:
                 mwh = m.sample()
                 c.v_mv, c.i_ma, c.p_mw = m.mv, m.ma, m.mw
                 c.add_energy(mwh)
+                self.prot.check()           # a fresh reading trips now, not next tick
             else:
                 now = self.board.ticks_ms()
                 if self.prot.changed or self.next_faults is not None and \
