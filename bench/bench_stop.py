@@ -27,23 +27,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 from broker import Broker  # noqa: E402
-from pile_proc import PileProcess  # noqa: E402
+from pile_proc import PileProcess, wait_until  # noqa: E402
 from platform_sim import PlatformSim  # noqa: E402
 
 DEV = "HCS220922001000"
 MODEL = dict(ele_model_id="M1", time_seg=["0000", "0800", "1200"], seg_flag=[13, 11, 12],
              charge_fee=[10000, 50000, 20000, 10000], serviceFee=[20000, 20000, 20000, 10000])
-
-
-def wait(pred, timeout=10, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        x = pred()
-        if x:
-            return x
-        if time.time() > deadline:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.005)
 
 
 def closed(pile):
@@ -79,7 +68,7 @@ def platform_stops(platform, pile, runs):
         platform.start_charge(DEV, trade)
         platform.wait_for(DEV, "startChaResEvt", since=mark, timeout=15,
                           pred=lambda m: m["body"]["pre_trade_no"] == trade)
-        wait(lambda: closed(pile), what="relay closed")
+        wait_until(lambda: closed(pile), what="relay closed")
         time.sleep(0.05)
         n = pile.bench({"cmd": "events", "since": 1 << 59})["next"]
         mark = platform.mark()
@@ -87,12 +76,12 @@ def platform_stops(platform, pile, runs):
         platform.stop_charge(DEV, trade)
         rec = platform.wait_for(DEV, "stopChaResEvt", since=mark, timeout=10,
                                 pred=lambda m: m["body"]["pre_trade_no"] == trade)
-        t_relay = wait(lambda: relay_open_us(pile, n), what="relay_set(False)")
+        t_relay = wait_until(lambda: relay_open_us(pile, n), what="relay_set(False)")
         relay.append((t_relay / 1e6 - t0) * 1000)
         event.append((rec["t"] - t0) * 1000)
         platform.wait_for(DEV, "orderUpdateEvt", since=mark, timeout=10,
                           pred=lambda m: m["body"]["pre_trade_no"] == trade)
-        wait(lambda: not pile.state()["locked"], what="unlock")
+        wait_until(lambda: not pile.state()["locked"], what="unlock")
     return relay, event
 
 
@@ -101,16 +90,16 @@ def vehicle_leaves(platform, pile, runs):
     mark = platform.mark()
     platform.start_charge(DEV, trade)
     platform.wait_for(DEV, "startChaResEvt", since=mark, timeout=15)
-    wait(lambda: closed(pile), what="relay closed")
+    wait_until(lambda: closed(pile), what="relay closed")
     out = []
     for k in range(runs):
         time.sleep(0.03)
         pile.bench({"cmd": "car", "want": False})
         # relay_set(False) records the latency before the relay shows open
-        st = wait(lambda: (lambda s: not s["relay_cmd"] and s)(pile.state()), what="relay open")
+        st = wait_until(lambda: (lambda s: not s["relay_cmd"] and s)(pile.state()), what="relay open")
         out.append([x["us"] for x in st["latencies"] if x["what"] == "left_cd"][-1] / 1000)
         pile.bench({"cmd": "car", "want": True})
-        wait(lambda: closed(pile), what="relay closed again")
+        wait_until(lambda: closed(pile), what="relay closed again")
     platform.stop_charge(DEV, trade)
     return out
 
@@ -134,7 +123,7 @@ def main(argv=None):
                                MODEL["seg_flag"], MODEL["charge_fee"], MODEL["serviceFee"])
         platform.wait_for(DEV, "feeModelUpdateSrv_reply", since=mark)
         pile.bench({"cmd": "plug"})
-        wait(lambda: pile.state()["cp_level"] == "B", what="plugged")
+        wait_until(lambda: pile.state()["cp_level"] == "B", what="plugged")
         time.sleep(0.1)
         relay, event = platform_stops(platform, pile, args.runs)
         leave = vehicle_leaves(platform, pile, args.runs)

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 from broker import Broker  # noqa: E402
 from netem import Proxy  # noqa: E402
-from pile_proc import PileProcess  # noqa: E402
+from pile_proc import PileProcess, wait_until  # noqa: E402
 from platform_sim import PlatformSim  # noqa: E402
 
 DEV = "HCS220922001000"
@@ -47,21 +47,6 @@ KINDS = {
     "cp-short": ({"cmd": "fault", "name": "cp_short", "on": True},
                  {"cmd": "fault", "name": "cp_short", "on": False}, False),
 }
-
-
-def wait(pred, timeout=10, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        x = pred()
-        if x:
-            return x
-        if time.time() > deadline:
-            raise RuntimeError("timed out waiting for " + what)
-        time.sleep(0.01)
-
-
-def status(pile):
-    return pile.bench({"cmd": "status"})["status"]
 
 
 def events_since(pile, n):
@@ -83,25 +68,25 @@ def latency_us(events):
 def one(pile, sim, proxy, kind, trade, blackhole):
     inject, remove, unplug = KINDS[kind]
     pile.bench({"cmd": "plug"})
-    wait(lambda: status(pile)["cp"] in "BC", what="plugged")      # as the pile sees it
+    wait_until(lambda: pile.status()["cp"] in "BC", what="plugged")      # as the pile sees it
     mark = sim.mark()
     sim.start_charge(DEV, trade)
     sim.wait_for(DEV, "startChaResEvt", since=mark, timeout=10)
-    wait(lambda: pile.state()["relay_closed"], what="relay closed")
+    wait_until(lambda: pile.state()["relay_closed"], what="relay closed")
     time.sleep(0.05)
     if blackhole:
         proxy.set_mode("blackhole")
     n = pile.bench({"cmd": "events", "since": 1 << 59})["next"]
     pile.bench(inject)
-    wait(lambda: not pile.state()["relay_cmd"], what="relay open")
+    wait_until(lambda: not pile.state()["relay_cmd"], what="relay open")
     lat = latency_us(events_since(pile, n)["events"])
-    wait(lambda: status(pile)["session"] is None, what="session ended")
+    wait_until(lambda: pile.status()["session"] is None, what="session ended")
     if blackhole:
         proxy.set_mode("pass")
     pile.bench(remove)
     if unplug:
         pile.bench({"cmd": "unplug"})
-    wait(lambda: not status(pile)["faults"], what="fault cleared")
+    wait_until(lambda: not pile.status()["faults"], what="fault cleared")
     if unplug:
         pile.bench({"cmd": "plug"})
     return lat

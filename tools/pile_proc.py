@@ -18,6 +18,18 @@ MPYPATH = ".frozen:" + os.path.join(ROOT, "firmware") + ":" + os.path.join(ROOT,
 VENDOR_KEY = "bc0e921e1132c98628197baea2edd65d)"
 
 
+def wait_until(pred, timeout=10, what="condition", poll=0.01):
+    """Poll pred() until it returns something true; return that, or fail after timeout."""
+    deadline = time.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(poll)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,14 +154,16 @@ class PileProcess:
 
     @staticmethod
     def _wait(read, pred, timeout):
-        deadline = time.time() + timeout
-        while True:
-            value = read()
-            if pred(value):
-                return value
-            if time.time() > deadline:
-                raise AssertionError("never matched; last: %s" % value)
-            time.sleep(0.02)
+        last = [None]
+
+        def matched():
+            last[0] = read()
+            return last[0] if pred(last[0]) else None
+
+        try:
+            return wait_until(matched, timeout, poll=0.02)
+        except AssertionError:
+            raise AssertionError("never matched; last: %s" % (last[0],))
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
