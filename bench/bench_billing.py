@@ -112,7 +112,7 @@ store.save = save
 store.root = "/tmp/bench_billing"
 s["e"] = [20000, 0, 0, 0]
 ckpt = per_call(ch.checkpoint, 200)
-j = Journal(lambda cmd, body: 1, {"ack_wait_s": 10, "ack_backoff_max_s": 300},
+j = Journal(lambda cmd, body, again=True: 1, {"ack_wait_s": 10, "ack_backoff_max_s": 300},
             time.ticks_ms)
 order = ch.order(s, 1001)
 jw = per_call(lambda: j.add(order), 100)

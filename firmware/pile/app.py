@@ -69,12 +69,12 @@ class App:
         return base
 
     # --- uplink ---------------------------------------------------------------------------
-    def send(self, cmd, body, qos=1, status=0, item_id=None):
+    def send(self, cmd, body, qos=1, status=0, item_id=None, again=True):
         """Queue one event; return its session_id (the key of its acknowledgement)."""
         sid, topic, payload = self.proto.event(cmd, body, status, item_id)
         if self.proto.seq % _SEQ_STEP == 0:
             store.save(_SEQ_FILE, {"next": self.proto.seq + _SEQ_STEP})
-        self.link.publish(topic, payload, qos)
+        self.link.publish(topic, payload, qos, again)
         log.info("up", "%s #%d" % (cmd, sid))
         return sid
 

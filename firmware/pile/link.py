@@ -65,7 +65,7 @@ class Link:
         self.prov = provisioner
         self.on_message = on_message
         self.on_connect = on_connect
-        self.outbox = []          # [topic, payload, qos, pid or None]
+        self.outbox = []          # [topic, payload, qos, pid or None, again]
         self.inbox = []
         self.connected = False
         self.connects = 0
@@ -108,7 +108,9 @@ class Link:
         return out
 
     # --- what the application calls -----------------------------------------------------
-    def publish(self, topic, payload, qos=1):
+    def publish(self, topic, payload, qos=1, again=True):
+        """Queue a message; again=False: not kept across a reconnect (its sender, the
+        order journal, sends it again itself, so the platform gets no extra copy)."""
         if qos == 0 and not self.connected:
             return False
         box = self.outbox
@@ -119,7 +121,7 @@ class Link:
                     victim = i
                     break
             log.warn("link", "outbox full: dropping %s" % box.pop(victim)[0])
-        box.append([topic, payload, qos, None])
+        box.append([topic, payload, qos, None, again])
         self._wake.set()
         return True
 
@@ -138,8 +140,10 @@ class Link:
             if self._writer:
                 asyncio.create_task(net.close(self._writer))
                 self._writer = None
+            # unacknowledged: sent again next session, unless the sender resends its own
+            self.outbox = [entry for entry in self.outbox if entry[4]]
             for entry in self.outbox:
-                entry[3] = None     # unacknowledged: sent again next session
+                entry[3] = None
             wait = delay + random.getrandbits(10) * delay // 2048
             log.info("link", "reconnect in %d ms" % wait)
             await asyncio.sleep_ms(wait)

@@ -113,7 +113,7 @@ class Journal:
             trade = self.todo.pop(0)
             for o in self.orders:
                 if o["pre_trade_no"] == trade:
-                    self.sent[self.send("orderUpdateEvt", o)] = trade
+                    self.sent[self.send("orderUpdateEvt", o, again=False)] = trade
                     self.flying += 1
             if self.next_try is None:
                 self._arm(self.cfg["ack_wait_s"])

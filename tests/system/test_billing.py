@@ -12,6 +12,7 @@ import time
 import zlib
 
 from conftest import DEV, MODEL, charging, give_model, online
+from netem import Proxy
 
 SPEED = 30
 LOCAL = datetime.timezone(datetime.timedelta(hours=8))     # tz_min 480
@@ -159,6 +160,31 @@ def test_order_while_broker_down_arrives_once_after(make_pile, platform, broker)
     assert got and all(o == kept for o in got), got
     acks = pile.output().count("order D1 acknowledged")
     assert acks == 1 and len(got) == 1, (acks, got)
+
+
+def test_order_lost_with_its_connection_is_sent_again_once(make_pile, platform, broker):
+    """The link does not keep an order across a reconnect: the journal resends it, so
+    the platform gets one copy, not one from the link and one from the journal."""
+    proxy = Proxy("127.0.0.1", broker.port)
+    try:
+        platform.mqtt_addr_for_devices = "tcp://127.0.0.1:%d" % proxy.port
+        pile = up(make_pile, platform, speed=10, keepalive_s=2, ack_wait_s=60)
+        charge(platform, pile, "F1")
+        time.sleep(0.5)
+        proxy.set_mode("blackhole")                  # the order goes into a dead link
+        assert pile.bench({"cmd": "stop"})["ok"]
+        pile.wait_status(lambda s: s["orders_pending"] == 1)
+        time.sleep(0.5)
+        proxy.set_mode("reset")                      # ... and is lost with it
+        pile.wait_status(lambda s: not s["link"], timeout=10)
+        mark = platform.mark()
+        proxy.set_mode("pass")
+        pile.wait_status(lambda s: s["orders_pending"] == 0, timeout=20)
+        time.sleep(1)
+        got = orders_for(platform, "F1", mark)
+        assert len(got) == 1 and got[0]["reason"] == 1001, got
+    finally:
+        proxy.close()
 
 
 def test_sigkill_mid_charge_gives_exactly_one_order(make_pile, platform):

@@ -90,7 +90,7 @@ class Pf:
         j.settle = lambda mwh, save: self.settled.append((mwh, save))
         return j
 
-    def send(self, cmd, body, qos=1):
+    def send(self, cmd, body, qos=1, again=True):
         assert cmd == "orderUpdateEvt"
         on_flash = [o[1] for o in store.load(FILE, {}).get("o", [])]
         self.sent.append((len(self.sent) + 100, body["pre_trade_no"], on_flash))
@@ -295,7 +295,7 @@ class Rig:
         self.ch.meter_register = lambda: 5000000
         self.prot.charger = self.ch
 
-    def send(self, cmd, body, qos=1, status=0, item_id=None):
+    def send(self, cmd, body, qos=1, status=0, item_id=None, again=True):
         self.sent.append((cmd, body))
         return len(self.sent)
 

@@ -64,7 +64,7 @@ class Rig:
         self.board.close()
         rm_tree(self.dir)
 
-    def send(self, cmd, body, qos=1, status=0, item_id=None):
+    def send(self, cmd, body, qos=1, status=0, item_id=None, again=True):
         self.sent.append((cmd, body))
         return len(self.sent)
 
