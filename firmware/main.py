@@ -40,6 +40,7 @@ def main(argv=None):
     # Heap: all the code that stays is loaded first, in one run, and the holes the loading
     # leaves are collected before the objects that live as long are built: a small heap
     # must keep large free runs for the messages (DESIGN.md "Memory").
+    import pile.onekey      # provisioning, lowest: pile.provision drops it once it has creds
     import asyncio
     import hal
     if sys.platform == "esp32":

@@ -59,6 +59,15 @@ def header(buf):
     return None
 
 
+def wire(payload):
+    """The payload as handed to umqtt, which counts its length with len(): text that is
+    ASCII as it is (write() copies it into the packet: no bytes copy per message), other
+    text as its UTF-8 bytes, so that the MQTT length counts bytes, not characters."""
+    if isinstance(payload, str) and len(memoryview(payload)) != len(payload):
+        return payload.encode()
+    return payload
+
+
 class Link:
     def __init__(self, cfg, provisioner, on_message, on_connect):
         self.cfg = cfg
@@ -121,7 +130,7 @@ class Link:
                     victim = i
                     break
             log.warn("link", "outbox full: dropping %s" % box.pop(victim)[0])
-        box.append([topic, payload, qos, None, again])
+        box.append([topic, wire(payload), qos, None, again])
         self._wake.set()
         return True
 

@@ -38,8 +38,9 @@ class Protocol:
         self.last_ts = None     # head.timestamp of the last platform message, if sane
 
     def event(self, cmd, body, status=0, item_id=None, reply_to=None):
-        """Return (session_id, topic, payload bytes) of a device event; with reply_to,
-        of the reply to service ``cmd`` request reply_to (PROTOCOL.md §2)."""
+        """Return (session_id, topic, payload) of a device event; with reply_to, of the
+        reply to service ``cmd`` request reply_to (PROTOCOL.md §2).  The payload is the
+        JSON text itself, not a bytes copy of it (Link.publish sends it as UTF-8)."""
         head = {"cmd": cmd, "dev_id": self.dn, "session_id": reply_to, "status": status,
                 "timestamp": self.now_ms(), "ttl": -1, "version": 0}
         if reply_to is None:
@@ -53,7 +54,7 @@ class Protocol:
         if item_id:
             msg["item_id"] = item_id
         topic = self.cfg[name].format(pk=self.cfg["product_type"], dn=self.dn, cmd=cmd)
-        return head["session_id"], topic, json.dumps(msg).encode()
+        return head["session_id"], topic, json.dumps(msg)
 
     def reply(self, cmd, session_id, body):
         """Return (topic, payload) of the reply to service ``cmd`` (PROTOCOL.md §2)."""

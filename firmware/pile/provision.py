@@ -4,7 +4,10 @@ Provisioner.creds() returns the stored credentials, or provisions (retrying with
 back-off and jitter, logging each reason, the last one kept in last_error) until it has
 some; forget() drops them when the broker refuses them.  The signed request, the HTTP GET
 and the parsing live in pile/onekey.py: it is imported only while it is needed and
-dropped from memory afterwards.  The secret key and the MQTT password are never logged.
+dropped from memory afterwards.  main.py imports it at boot before the rest of the code (its
+code then leaves one hole among the code when it goes, not holes scattered over a full
+heap); it stays loaded until the first credentials are in hand.  The secret key and the
+MQTT password are never logged.
 """
 import sys
 

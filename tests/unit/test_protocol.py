@@ -267,6 +267,18 @@ def test_reply_envelope():
     assert msg["head"]["session_id"] == 918728624 and msg["body"]["result"] == 11
 
 
+def test_payload_is_sent_as_utf8_bytes():
+    """The event payload is text; the link hands umqtt ASCII text as it is and other text
+    as UTF-8 bytes, so the MQTT remaining length counts bytes."""
+    _, _, payload = _proto().event("verInfoEvt", {"sdk_ver": "2.5.0"})
+    assert isinstance(payload, str) and link.wire(payload) is payload
+    _, payload = _proto().reply("startChargeSrv", 1, {"result": 11, "reason": "枪温 90°C"})
+    wire = link.wire(payload)
+    assert isinstance(wire, bytes) and wire.decode() == payload and len(wire) > len(payload)
+    assert json.loads(wire)["body"]["reason"] == "枪温 90°C"
+    assert link.wire(b"x") == b"x"
+
+
 # --- link.header: the size of a whole MQTT packet ------------------------------------------
 
 def packet_size(buf):
