@@ -36,6 +36,7 @@ Measurement
                              one burst of simultaneous mains samples covering at least
                              one full mains cycle: ``v`` and ``i`` are array('h') of raw
                              ADC counts (0..4095), ``period_us`` the sampling period.
+                             The arrays may be reused by the next burst.
                              Convert with the board's calibration (board file ``cal``:
                              v_offset, i_offset in counts; v_uv, i_ua in microvolts /
                              microamps per count).

@@ -120,6 +120,7 @@ class Board:
         # real ticks of the last ticks_ms(), board ticks then, wall clock ms at board tick
         self.clock = [time.ticks_ms(), t, opts.get("epoch_ms") or time.time_ns() // 1000000, t]
         self.bench_handlers = {}
+        self._bufs = array("h", bytes(4 * _N)), array("h", bytes(4 * _N))
         self.duty = 100
         self.relay_cmd = self.contacts = self.lock_cmd = self.locked = False
         self.net = True  # the network link is up
@@ -328,10 +329,13 @@ class Board:
 
     # ---- measurement
     def adc_burst(self):
-        v = array("h", bytes(4 * _N))
-        i = array("h", bytes(4 * _N))
+        # the same two buffers every burst (as on the board): no 512-byte blocks to find
+        # in the heap every 50 ms; the caller has used the previous burst by now
+        v, i = self._bufs
         w = self.w
         if "adc_dead" in w["faults"]:
+            for n in range(2 * _N):
+                v[n] = i[n] = 0
             return v, i, _PERIOD_US
         sin, nz, g = _SIN, _NZ, self.sim.get
         # amplitudes in counts, Q10; noise sigma = noise x channel RMS + 0.5 count ADC floor
