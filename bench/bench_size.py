@@ -67,10 +67,10 @@ def main():
             rows.append((rel, os.path.getsize(os.path.join(xt, rel))))
         # import order: what the boot imports first, so each figure is the module alone
         order = ["pile", "pile.log", "pile.store", "pile.config", "pile.fees", "pile.tariff",
-                 "pile.pilot", "pile.meter", "pile.metering", "pile.orders", "pile.protocol",
+                 "pile.pilot", "pile.meter", "pile.metering", "pile.journal", "pile.protocol",
                  "pile.net", "pile.provision", "umqtt.simple", "pile.link", "pile.protection",
-                 "pile.session", "pile.app", "hal", "hal.sim", "hal.esp32", "pile.boardfile",
-                 "pile.diag"]
+                 "pile.session", "pile.gun", "pile.reports", "pile.app", "hal", "hal.sim",
+                 "hal.esp32", "pile.boardfile", "pile.diag"]
         names = [module_name(rel) for rel, _ in rows]
         order += [n for n in names if n not in order]
         heap = heap_costs(x64, [n for n in order if n in names])

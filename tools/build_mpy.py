@@ -40,8 +40,11 @@ def build(arch, out):
             with open(src, "rb") as f, open(dst, "wb") as g:
                 g.write(f.read())
         else:
-            res = subprocess.run([MPY_CROSS, "-march=" + arch, "-o", dst, src],
-                                 capture_output=True, text=True)
+            # -s: the file's name as the board sees it ("pile/gun.mpy"), the same text as
+            # the module's __file__ when the image root is the current directory: one
+            # short interned name per module instead of two long ones
+            res = subprocess.run([MPY_CROSS, "-march=" + arch, "-s", rel[:-3] + ".mpy",
+                                  "-o", dst, src], capture_output=True, text=True)
             if res.returncode:
                 sys.exit("mpy-cross failed on %s:\n%s" % (src, res.stderr))
         built.append(dst)

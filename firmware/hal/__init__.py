@@ -32,20 +32,25 @@ Contactor (relay) and connector lock
     lock_feedback() -> bool  True when the lock reports locked.
 
 Measurement
-    adc_burst() -> (v, i, period_us)
-                             one burst of simultaneous mains samples covering at least
-                             one full mains cycle: ``v`` and ``i`` are array('h') of raw
+    async adc_burst() -> (v, i, period_us)
+                             one burst of simultaneous mains samples whose phases tile
+                             whole mains cycles: ``v`` and ``i`` are array('h') of raw
                              ADC counts (0..4095), ``period_us`` the sampling period.
-                             The arrays may be reused by the next burst.
+                             Cooperative: taken in slices with awaits between, no
+                             slice blocking the loop more than ~5 ms.  The arrays may be
+                             reused by the next burst.
                              Convert with the board's calibration (board file ``cal``:
                              v_offset, i_offset in counts; v_uv, i_ua in microvolts /
                              microamps per count).
-    gun_temp_c() -> float    connector temperature, degrees Celsius (None if no sensor).
+    gun_temp() -> int        connector temperature, 0.1 degC (None if no sensor); a
+                             broken sensor (open or short) reads as very hot (2500).
 
 Protective inputs
     estop() -> bool          True while the emergency stop is pressed.
     leakage() -> bool        True while the residual-current detector trips.
-    leak_selftest() -> bool  run the RCD test winding; True when the detector answered.
+    async leak_selftest() -> bool
+                             run the RCD test winding; True when the detector answered
+                             (awaits while the test runs: up to 2 x rcd_ms).
     stop_button() -> bool    True once per press of the local stop button (latched
                              until read).
     on_alarm(callback)       register callback(name) called at once (IRQ on hardware)

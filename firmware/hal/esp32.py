@@ -12,17 +12,20 @@ pile.boardfile before this module loads):
           so the max is the high plateau and the min the low one).
   ntc     gun temperature, Beta equation: beta, r25 (ohm at 25 C), r_fixed, vref_mv, top
           (1: NTC from vref to the ADC node and r_fixed to ground, so an open sensor reads
-          0 V).  A reading within 2 % of either rail is a broken sensor and reports 250 C,
+          0 V).  A reading within 2 % of either rail is a broken sensor and reports 250 C (2500),
           which trips over-temperature (fail safe).  Read at most once a second.
   hw      mains_hz and cycles (the burst window), max_pairs (burst buffer), rcd_ms.
   cal     mains offsets and gains (pile.meter).
 
-adc_burst reads v and i alternately as fast as the interpreter goes (~25 us a read) and
-sizes its buffers so that the next burst spans `cycles` mains cycles; it blocks the loop
-for that window (20 ms per cycle) and returns the same two arrays each time (reused).
+adc_burst reads v and i alternately as fast as the interpreter goes (~25 us a read) in
+slices of a quarter mains cycle (5 ms at 50 Hz, the longest the loop is blocked), each
+slice one cycle and one quarter after the one before, so the slices' phases tile
+`cycles` whole cycles (an RMS over whole cycles); it sizes its buffers so that a slice
+fills its quarter and returns the same two arrays each time (reused).  A burst takes
+about 4 x 25 ms per cycle of window, the loop running between slices.
 Emergency stop and leakage are hard IRQs: the handler opens the relay itself, then
-schedules the on_alarm callbacks.  leak_selftest drives the RCD test winding and blocks up
-to 2 x rcd_ms; with no test winding or detector fitted it returns True.
+schedules the on_alarm callbacks.  leak_selftest drives the RCD test winding and awaits
+up to 2 x rcd_ms; with no test winding or detector fitted it returns True.
 Wall clock: time.time_ns() counts from 2000-01-01 on the ESP32 (the offset is taken from
 time.gmtime(0), so a 1970 port also works); NTP runs in a thread the _ntp task polls,
 every 6 h once it succeeded (30 s after a failure).  The clock counts as trusted once set
@@ -77,8 +80,10 @@ class Board:
             if name in self._p:
                 self._p[name] = ADC(self._p[name], atten=ADC.ATTN_11DB)
         hw = board_cfg["hw"]
+        self._cycles = hw["cycles"]
         self._win = hw["cycles"] * 1000000 // hw["mains_hz"]
-        self._v = self._i = array("h", bytes(128))
+        self._slices = 4 * hw["cycles"]         # quarter cycles
+        self._v, self._i = array("h", bytes(8 * self._slices)), array("h", bytes(8 * self._slices))
         self._temp, self._temp_t = None, 0
         self._alarms, self._pressed, self._testing = [], False, False
         self._fire_ref = self._fire    # bound once: the hard IRQ must not allocate
@@ -158,21 +163,45 @@ class Board:
         return self._get("lock_fb") if "lock_fb" in self._p else self._cmd["lock"]
 
     # ---- measurement
-    def adc_burst(self):
+    async def adc_burst(self):
+        """Slices of a quarter mains cycle, each starting one cycle and one slice after the
+        one before, so that their phases tile `cycles` whole cycles; between slices the
+        loop runs (asyncio sleep, then a spin of at most 2 ms to the exact start).  A
+        slice the loop comes back too late for starts whole cycles later: same phase."""
+        import asyncio
         v, i = self._v, self._i
-        n = len(v)
+        m = len(v) // self._slices      # pairs per slice
         rv, ri = self._p["v_adc"].read_u16, self._p["i_adc"].read_u16
-        t0 = time.ticks_us()
-        for k in range(n):
-            v[k] = rv() >> 4
-            i[k] = ri() >> 4
-        p = time.ticks_diff(time.ticks_us(), t0) // n or 1
-        m = min((self._win + p - 1) // p, self.cfg["hw"]["max_pairs"])
-        if m > n + 2 or m < n - 2:
-            self._v, self._i = array("h", bytes(2 * m)), array("h", bytes(2 * m))
+        us, diff, add = time.ticks_us, time.ticks_diff, time.ticks_add
+        T = self._win // self._cycles   # one mains cycle, us
+        L = T // 4
+        k, took = 0, 0
+        start = us()
+        for s in range(self._slices):
+            if s:
+                start = add(start, T + L)
+                while True:
+                    while diff(us(), start) > 0:
+                        start = add(start, T)       # late: the next cycle, same phase
+                    wait = diff(start, us()) // 1000 - 2
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep_ms(wait)    # the loop may come back late: again
+                while diff(start, us()) > 0:
+                    pass
+            t = us()
+            for _ in range(m):
+                v[k] = rv() >> 4
+                i[k] = ri() >> 4
+                k += 1
+            took += diff(us(), t)
+        p = took // k or 1
+        want = min(L // p, self.cfg["hw"]["max_pairs"] // self._slices) * self._slices
+        if want > len(v) + 2 * self._slices or want < len(v) - 2 * self._slices:
+            self._v, self._i = array("h", bytes(2 * want)), array("h", bytes(2 * want))
         return v, i, p
 
-    def gun_temp_c(self):
+    def gun_temp(self):
         a = self._p.get("ntc_adc")
         if a is None:
             return None
@@ -185,9 +214,9 @@ class Board:
             if 0.02 < x < 0.98:
                 r = n["r_fixed"] * x / (1 - x)
                 t = 1 / (1 / 298.15 + math.log(r / n["r25"]) / n["beta"]) - 273.15
-                self._temp = round(t, 1)
+                self._temp = int(t * 10)
             else:
-                self._temp = 250.0
+                self._temp = 2500
             self._temp_t = now
         return self._temp
 
@@ -198,7 +227,8 @@ class Board:
     def leakage(self):
         return self._get("leak")
 
-    def leak_selftest(self):
+    async def leak_selftest(self):
+        import asyncio
         if "rcd_test" not in self._p or "leak" not in self._p:
             return True
         ms = self.cfg["hw"]["rcd_ms"]
@@ -206,13 +236,16 @@ class Board:
         self._put("rcd_test", True)
         t0 = time.ticks_ms()
         ok = False
-        while not ok and time.ticks_diff(time.ticks_ms(), t0) < ms:
-            ok = self._get("leak")
-            time.sleep_ms(1)
-        self._put("rcd_test", False)
-        while self._get("leak") and time.ticks_diff(time.ticks_ms(), t0) < 2 * ms:
-            time.sleep_ms(1)
-        self._testing = False
+        try:
+            while not ok and time.ticks_diff(time.ticks_ms(), t0) < ms:
+                ok = self._get("leak")
+                await asyncio.sleep_ms(1)
+            self._put("rcd_test", False)
+            while self._get("leak") and time.ticks_diff(time.ticks_ms(), t0) < 2 * ms:
+                await asyncio.sleep_ms(1)
+        finally:
+            self._put("rcd_test", False)
+            self._testing = False
         return ok and not self._get("leak")
 
     def stop_button(self):

@@ -7,7 +7,8 @@ their feedback, protective inputs, a thread watchdog that kills the process, the
 that survives such a kill, a safety recorder and the bench port.
 
 opts: storage ("."), world (storage/world.json), bench_port (0 = none), speed (1), epoch_ms
-(real time), trusted (True), cpu_id, mac, ticks0 (first ticks_ms value, to test wrapping).
+(real time), trusted (True), cpu_id, mac, ticks0 (first ticks_ms value, to test wrapping),
+manual (False: board time stands still but for advance(ms), for stepped unit tests).
 ticks_ms() counts board milliseconds (speed x real), wrapping with this port's ticks period
 so time.ticks_diff works; now_ms() is the wall clock at the same speed.  The watchdog timeout
 is in board ms (never under sim "wdt_min_real_ms", default 100, of real time); on expiry it
@@ -60,6 +61,7 @@ interned names), one dict for everything the relay must answer (_pending), and s
 preallocated rings.
 """
 
+import asyncio
 import time
 import os
 import json
@@ -69,6 +71,7 @@ from array import array
 from micropython import const
 
 _N = const(64)  # ADC samples per mains cycle (20 ms); a burst covers two cycles
+_SLICES = const(4)  # a burst comes in this many slices, with an await before each
 _PERIOD_US = const(312)  # 20 ms / 64
 _RING = const(64)  # events kept, in a preallocated list (no heap growth while running)
 _KEEP = const(32)  # violations and latencies kept
@@ -116,6 +119,7 @@ class Board:
         self.storage = opts.get("storage", ".")
         self._trusted = opts.get("trusted", True)
         self.speed = max(1, int(opts.get("speed", 1)))
+        self.manual = opts.get("manual", False)  # board time moves only by advance()
         t = time.ticks_add(opts.get("ticks0", 0), 0)  # wrapped like this port's ticks
         # real ticks of the last ticks_ms(), board ticks then, wall clock ms at board tick
         self.clock = [time.ticks_ms(), t, opts.get("epoch_ms") or time.time_ns() // 1000000, t]
@@ -199,10 +203,15 @@ class Board:
         c = self.clock
         r = time.ticks_ms()
         d = time.ticks_diff(r, c[0])
-        if d > 0:
+        if d > 0 and not self.manual:
             c[0] = r
             c[1] = time.ticks_add(c[1], d * self.speed)
         return c[1]
+
+    def advance(self, ms):
+        """Sim only: move a manual clock (opts "manual") on by ms board milliseconds."""
+        c = self.clock
+        c[1] = time.ticks_add(c[1], ms)
 
     def now_ms(self):
         c = self.clock
@@ -328,9 +337,10 @@ class Board:
         return self.locked
 
     # ---- measurement
-    def adc_burst(self):
+    async def adc_burst(self):
         # the same two buffers every burst (as on the board): no 512-byte blocks to find
-        # in the heap every 50 ms; the caller has used the previous burst by now
+        # in the heap every 50 ms; the caller has used the previous burst by now.  In
+        # _SLICES slices with an await between, as the ESP32 board samples
         v, i = self._bufs
         w = self.w
         if "adc_dead" in w["faults"]:
@@ -348,6 +358,8 @@ class Board:
         vo, io = g("v_offset", 2048), g("i_offset", 2048)
         k, j, js = random.getrandbits(6), random.getrandbits(6), random.getrandbits(5) * 2 + 1
         for n in range(2 * _N):
+            if n % (2 * _N // _SLICES) == 0:
+                await asyncio.sleep_ms(self.sim.get("burst_gap_ms", 0))
             x = vo + ((va * sin[k] + vn * nz[j] * 32 + 0x1000000) >> 25)
             v[n] = 0 if x < 0 else 4095 if x > 4095 else x
             x = io + ((ic * sin[k] - isn * sin[(k + 16) & 63]  # current lags by phi
@@ -357,8 +369,8 @@ class Board:
             j = (j + js) & 63
         return v, i, _PERIOD_US
 
-    def gun_temp_c(self):
-        return float(self.w["temp_c"])
+    def gun_temp(self):
+        return int(self.w["temp_c"] * 10)
 
     # ---- protective inputs (on_alarm is bound in __init__)
     def estop(self):
@@ -367,7 +379,8 @@ class Board:
     def leakage(self):
         return "leakage" in self.w["faults"]
 
-    def leak_selftest(self):
+    async def leak_selftest(self):
+        await asyncio.sleep_ms(self.sim.get("rcd_ms", 0))
         return "rcd_dead" not in self.w["faults"]
 
     def stop_button(self):
@@ -436,7 +449,6 @@ class Board:
             w.close()
 
         async def bench_port():
-            import asyncio
             self._srv = await asyncio.start_server(bench, "127.0.0.1", port)
             await self._srv.wait_closed()
 

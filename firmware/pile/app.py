@@ -1,109 +1,67 @@
 """The application: builds every part from config and HAL, runs the asyncio tasks.
 
-It owns the wiring between the platform link and the charge logic: downlink messages
-are decoded once (protocol.decode) and answered per service (on_message); events go out
-through send(); what the pile says unasked (telemetry, heartbeat, fault reports) goes
-out from the report task.  It is also the status surface for the serial REPL (status()).
+Construction order, each part handed what it needs (nothing is wired afterwards):
+storage and log -> protocol (the wire) -> provisioner -> link -> tariff -> protection ->
+metering -> journal -> gun -> reports.  The tasks: "control" every 10 ms (the gun's
+step), "measure" every 50 ms (one ADC burst, then a step), "report" every 100 ms (what
+the pile says unasked, the journal's retries), the watchdog, the link and the board's
+own.  Downlinks are decoded once (protocol.decode) and answered per service
+(on_message).  It is also the status surface for the serial REPL (status()).
 """
 import asyncio
 import gc
 import time
-from binascii import hexlify
-from os import urandom
 
 from micropython import const
 
 from pile import VERSION, log, store
+from pile.gun import Gun
+from pile.journal import Journal
 from pile.link import Link
 from pile.metering import Metering
-from pile.orders import Journal
-from pile.protection import Protection
-from pile.protocol import FAILURE, SUCCESS, Protocol
+from pile.protection import Protection, thresholds
+from pile.protocol import FAILURE, FEE, START, STOP, SUCCESS, Protocol
 from pile.provision import Provisioner
-from pile.session import Charger
+from pile.reports import Reports
 from pile.tariff import Tariff
 
-_SEQ_FILE = const("seq.json")
-_SEQ_STEP = const(1000)
-_STARTING = const(12)       # work_status (pile.session)
-_CHARGING = const(13)
+_SEEN = const(8)          # services remembered by session_id (QoS 1 redelivery)
 
 
 class App:
     def __init__(self, cfg, board_cfg, board):
-        self.cfg = cfg
-        self.board_cfg = board_cfg
-        self.board = board
-        store.root = board.storage
+        self.cfg, self.board_cfg, self.board = cfg, board_cfg, board
+        self.storage_error = store.init(board.storage)
+        if self.storage_error:
+            log.error("store", self.storage_error)
         log.set_clock(board.now_ms)
         cfg["cpu_id"] = cfg["cpu_id"] or board.cpu_id()
         cfg["dev_id"] = cfg["dev_id"] or cfg["cpu_id"]
-        self.proto = Protocol(cfg, board.now_ms, self._seq_base())
-        self.prov = Provisioner(cfg)
-        self.link = Link(cfg, self.prov, self.on_message, self.on_connect)
-        self.rejected = 0
+        self.proto = Protocol(cfg, board_cfg, board.now_ms, board.time_trusted)
+        self.prov = Provisioner(cfg, board)
+        self.link = Link(cfg, self.prov, board, self.on_message, self.on_connect)
         self.tariff = Tariff()
-        self.journal = Journal(self.send, cfg, board.ticks_ms)
-        self.prot = Protection(board, board_cfg, cfg)
-        self.metering = Metering(board, board_cfg, cfg)
-        self.journal.link, self.journal.settle = self.link, self.metering.raise_to
-        self.metering.raise_to(self.journal.top * 1000)    # never behind an order
-        self.charger = Charger(board, cfg, board_cfg, self.tariff, self.journal, self.send,
-                               self.prot)
-        self.charger.meter_register = self.metering.register
-        self.prot.charger, self.prot.metering = self.charger, self.metering
-        # what the pile says unasked (_telemetry, _faults): when next, and what was said
-        self.next_status = self.next_faults = self.last_ws = self.charging_since = None
+        p = thresholds(board_cfg, cfg)
+        self.prot = Protection(board, p)
+        self.metering = Metering(board, board_cfg, cfg, p["meter_dc_counts"])
+        self.journal = Journal(cfg, self.link, self.proto, self.metering, board.ticks_ms)
+        self.gun = Gun(board, cfg, board_cfg, self.prot, self.metering, self.journal,
+                       self.tariff)
+        self.reports = Reports(cfg, board, self.proto, self.link, self.gun, self.prot,
+                               self.journal, self.tariff)
+        self.rejected = 0
+        self.seen = []            # (cmd, session_id, result, why) of the last SEEN services
         self.alive = {}           # critical task -> ticks of its last round
         self.hung = None          # bench: the task told to hang (watchdog test)
         for cmd in ("stop", "status", "hang"):
             board.bench_handlers[cmd] = self._bench
-        self.charger.recover()      # the journal raises and saves the register
-
-    def _seq_base(self):
-        """Event ids keep increasing across reboots: reserve them in blocks of SEQ_STEP."""
-        base = store.load(_SEQ_FILE, {}).get("next", 0)
-        if not isinstance(base, int) or base < 0:
-            base = 0
-        store.save(_SEQ_FILE, {"next": base + _SEQ_STEP})
-        return base
-
-    # --- uplink ---------------------------------------------------------------------------
-    def send(self, cmd, body, qos=1, status=0, item_id=None, again=True):
-        """Queue one event; return its session_id (the key of its acknowledgement)."""
-        sid, topic, payload = self.proto.event(cmd, body, status, item_id)
-        if self.proto.seq % _SEQ_STEP == 0:
-            store.save(_SEQ_FILE, {"next": self.proto.seq + _SEQ_STEP})
-        self.link.publish(topic, payload, qos, again)
-        log.info("up", "%s #%d" % (cmd, sid))
-        return sid
-
-    def reply(self, cmd, session_id, body):
-        topic, payload = self.proto.reply(cmd, session_id, body)
-        self.link.publish(topic, payload, 1)
-        log.info("up", "%sReply #%s result %s" % (cmd, session_id, body.get("result")))
+        self.gun.recover()
 
     def on_connect(self):
-        """Every (re)connection: who the pile is, faults, pending orders, its state."""
-        i, r, cfg = self.board_cfg["identity"], self.board_cfg["ratings"], self.cfg
-        self.send("firmwareEvt", dict(
-            dev_sn=cfg["dev_id"], ele_model_id=self.tariff.model_id(), bt_mac=" ",
-            im_mac=self.board.mac(), sim_no="", in_meter=[], out_meter=[],
-            dev_type=i["dev_type"], stake_model=i["stake_model"],
-            vendor_code=i["vendor_code"], port_num=i["port_num"], mea_type=i["mea_type"],
-            ct=i["ct"], grid_type=i["grid_type"], latitude=i["latitude"],
-            longitude=i["longitude"], height=i["height"], ot_rate=r["ot_rate"],
-            ot_cur=r["ot_cur"], ot_max_vol=r["ot_max_vol"], ot_min_vol=r["ot_min_vol"]))
-        self.send("verInfoEvt", dict(
-            dev_reg_method=i["dev_reg_method"], pile_hardware_ver=i["hardware_ver"],
-            pile_software_ver=VERSION, sdk_ver=cfg["sdk_ver"]))
-        if self.prot.active:
-            self._faults()
-        self.journal.resend_all()
-        self._telemetry()
+        self.reports.on_connect()
 
     # --- downlink -------------------------------------------------------------------------
-    def on_message(self, topic, payload):
+    async def on_message(self, topic, payload):
         """Every platform message arrives here, is decoded once (protocol.decode) and
         answered per service; nothing it contains may raise out."""
         try:
@@ -112,46 +70,53 @@ class App:
                 return
             if kind[0] == "bad":
                 self.rejected += 1
-                _, why, cmd, sid = kind
+                _, why, cmd, sid, ids = kind
                 log.warn("down", "rejected %s: %s" % (cmd or topic, why))
-                if cmd in ("feeModelUpdateSrv", "startChargeSrv", "stopChargeSrv") and \
-                        isinstance(sid, int):
-                    self.reply(cmd, sid, {"result": FAILURE, "reason": why})
+                if cmd in (FEE, START, STOP) and sid is not None:
+                    self._reply(cmd, sid, FAILURE, ids, why)
                 return
             if kind[0] == "ack":
-                _, cmd, sid, result = kind
-                if cmd == "orderUpdateEvt":
-                    self.journal.acked(sid, result)
+                _, cmd, sid, ok, ts = kind
+                if ts and not self.board.time_trusted() and self.reports.fresh(sid):
+                    self.board.set_time_ms(ts)      # the platform's now, a moment ago
+                    log.warn("app", "clock set from the platform's acknowledgement")
+                self.journal.acked(sid, ok)
                 return
-            _, cmd, sid, body = kind
+            _, cmd, sid, args, ts = kind
             log.info("down", "%s #%d" % (cmd, sid))
-            if not self.board.time_trusted() and self.proto.last_ts:
-                self.board.set_time_ms(self.proto.last_ts)
-                log.warn("app", "clock set from the platform")
-            if cmd == "feeModelUpdateSrv":
-                why = self.tariff.update(body)
-                reply = {"result": FAILURE if why else SUCCESS,
-                         "ele_model_id": body["ele_model_id"]}
-            elif cmd == "startChargeSrv" or cmd == "stopChargeSrv":
-                result, why = self.charger.start(body) if cmd == "startChargeSrv" \
-                    else self.charger.stop(body)
-                reply = {"result": result, "gun_no": body["gun_no"],
-                         "pre_trade_no": body["pre_trade_no"]}
+            for c, s, result, why in self.seen:
+                if c == cmd and s == sid:       # delivered again (QoS 1): answered, not done
+                    log.warn("down", "%s #%d again: answered again" % (cmd, sid))
+                    self._reply(cmd, sid, result, args, why)
+                    return
+            if cmd == FEE:
+                why = self.tariff.update(args)
+                result = FAILURE if why else SUCCESS
+            elif cmd == START:
+                # a start delivered late (a persistent session's backlog) is judged by its
+                # age; a stop is always honoured; a service's time never sets the clock
+                late = ts and self.board.time_trusted() and \
+                    self.board.now_ms() - ts > self.cfg["start_max_age_s"] * 1000
+                result, why = await self.gun.start(*args, late=late)
             else:
-                reply, why = {"result": FAILURE}, "not supported"
-            if why:
-                reply["reason"] = why
-            self.reply(cmd, sid, reply)
+                result, why = self.gun.stop(*args)
+            self.seen = self.seen[-(_SEEN - 1):] + [(cmd, sid, result, why)]
+            self._reply(cmd, sid, result, args, why)
         except Exception as e:
             self.rejected += 1
             log.error("down", "handler failed on %s: %r" % (topic, e))
+
+    def _reply(self, cmd, sid, result, args, why):
+        _, topic, payload = self.proto.reply(cmd, sid, result, args, why)
+        self.link.publish(topic, payload, 1)
+        log.info("up", "%sReply #%s result %s" % (cmd, sid, result))
 
     # --- bench commands (simulated board): stop, status, hang -----------------------------
     def _bench(self, req):
         cmd = req["cmd"]
         if cmd == "stop":
-            self.charger.local_stop()
-            return {"work_status": self.charger.work_status()}
+            self.gun.local_stop()
+            return {"work_status": self.gun.work_status()}
         if cmd == "status":
             return {"status": self.status()}
         if req.get("task") not in self.alive:
@@ -159,71 +124,38 @@ class App:
         self.hung = req["task"]
         return {}
 
-    # --- what the pile says unasked -------------------------------------------------------
-    def _telemetry(self):
-        """acGunRunIty now, and when the next one is due: telemetry_fast_s while starting
-        and for the first telemetry_fast_for_s of charging, then telemetry_slow_s;
-        heartbeat_s otherwise (and at once on a change of work_status)."""
-        c, cfg, now = self.charger, self.cfg, self.board.ticks_ms()
-        self.last_ws = c.work_status()
-        if c.state == _CHARGING:
-            if self.charging_since is None:
-                self.charging_since = now
-            fast = time.ticks_diff(now, self.charging_since) < cfg["telemetry_fast_for_s"] * 1000
-            every = cfg["telemetry_fast_s"] if fast else cfg["telemetry_slow_s"]
-        else:
-            self.charging_since = None
-            every = cfg["telemetry_fast_s"] if c.state == _STARTING else cfg["heartbeat_s"]
-        self.next_status = time.ticks_add(now, every * 1000)
-        if self.link.connected:
-            self.send("acGunRunIty", c.telemetry(), qos=0)
-
-    def _faults(self):
-        """totalFaultEvt; again every fault_repeat_s while any fault or warning lasts."""
-        faults, warns = self.prot.faults(), self.prot.warnings()
-        body = dict(gun_no=1, fault_su=len(faults), warn_sum=len(warns),
-                    fault_value=(faults + [0] * 30)[:30], warnValue=(warns + [0] * 10)[:10])
-        item = hexlify(urandom(16)).decode().upper()
-        self.send("totalFaultEvt", body, status=1, item_id=item)
-        self.next_faults = None
-        if faults or warns:
-            self.next_faults = time.ticks_add(self.board.ticks_ms(),
-                                              self.cfg["fault_repeat_s"] * 1000)
-
     # --- running --------------------------------------------------------------------------
+    def control(self):
+        """One round of the "control" task (every 10 ms): the gun's step."""
+        g = self.gun
+        g.set_link(self.link.connected)
+        if self.board.stop_button():
+            g.local_stop()
+        g.step()
+        self.reports.status_changed()
+
+    async def measure(self):
+        """One round of the "measure" task (every 50 ms): an ADC burst, then a step."""
+        await self.gun.measure()
+
+    def report(self):
+        """One round of the "report" task (every 100 ms): what the pile says unasked, the
+        journal's retries."""
+        self.reports.poll()
+        self.journal.poll()
+
     async def _task(self, name, period_ms):
-        """A critical task, watched by the watchdog: "control" every 10 ms (protection,
-        then the charge state machine), "measure" every 50 ms (one ADC burst, energy into
-        the register and the session), "report" every 100 ms (faults, telemetry, the
-        order journal)."""
-        c = self.charger
+        """A critical task, watched by the watchdog: "control", "measure" or "report"."""
         while True:
             while self.hung == name:        # bench "hang": this task stops going round
                 await asyncio.sleep_ms(1000)
             self.alive[name] = time.ticks_ms()
             if name == "control":
-                self.prot.check()
-                c.set_link(self.link.connected)
-                if self.board.stop_button():
-                    c.local_stop()
-                c.tick()
-                if c.work_status() != self.last_ws:   # every change is reported
-                    self._telemetry()
+                self.control()
             elif name == "measure":
-                m = self.metering
-                mwh = m.sample()
-                c.v_mv, c.i_ma, c.p_mw = m.mv, m.ma, m.mw
-                c.add_energy(mwh)
-                self.prot.check()           # a fresh reading trips now, not next tick
+                await self.measure()
             else:
-                now = self.board.ticks_ms()
-                if self.prot.changed or self.next_faults is not None and \
-                        time.ticks_diff(now, self.next_faults) >= 0:
-                    self.prot.changed = False
-                    self._faults()
-                if self.next_status is None or time.ticks_diff(now, self.next_status) >= 0:
-                    self._telemetry()
-                self.journal.poll()
+                self.report()
             await asyncio.sleep_ms(period_ms)
 
     async def watchdog(self):
@@ -262,15 +194,17 @@ class App:
     def status(self):
         """The REPL's and the bench's view of the pile (docs/field-guide.md, diag.status)."""
         gc.collect()
-        c, b, s = self.charger, self.board, self.charger.s
-        return dict(dev_id=self.cfg["dev_id"], work_status=c.work_status(),
-                    cp=c.pilot.state, duty=c.duty, relay=b.relay_feedback(),
-                    lock=b.lock_feedback(), v_mv=c.v_mv, i_ma=c.i_ma, p_mw=c.p_mw,
-                    temp_c=b.gun_temp_c(), faults=self.prot.faults(),
-                    warnings=self.prot.warnings(), session=s["trade"] if s else None,
-                    energy_mwh=sum(s["e"]) if s else 0,
-                    register_mwh=self.metering.register(), fee_model=self.tariff.model_id(),
-                    orders_pending=len(self.journal.orders), link=self.link.connected,
-                    connects=self.link.connects, link_error=self.link.last_error,
-                    provision_error=self.prov.last_error, rejected=self.rejected,
+        g, b, m, s = self.gun, self.board, self.metering, self.gun.s
+        t = b.gun_temp()
+        return dict(dev_id=self.cfg["dev_id"], work_status=g.work_status(),
+                    cp=g.pilot.state, duty=g.duty, relay=b.relay_feedback(),
+                    lock=b.lock_feedback(), v_mv=m.mv, i_ma=m.ma, p_mw=m.mw,
+                    temp_c=None if t is None else t / 10, faults=self.prot.codes(),
+                    warnings=self.prot.codes("W"), session=s.trade if s else None,
+                    energy_mwh=sum(s.e) if s else 0, register_mwh=m.register(),
+                    fee_model=self.tariff.model_id(), orders_pending=self.journal.orders(),
+                    journal=len(self.journal.recs),
+                    link=self.link.connected, connects=self.link.connects,
+                    link_error=self.link.last_error, provision_error=self.prov.last_error,
+                    rejected=self.rejected, storage_error=self.storage_error,
                     mem_alloc=gc.mem_alloc(), mem_free=gc.mem_free())

@@ -32,7 +32,8 @@ DEFAULTS = dict(
     keepalive_s=60,
     connect_timeout_ms=5000,
     backoff_min_ms=1000,
-    backoff_max_ms=60000,
+    backoff_max_ms=5000,        # each wait drawn from half to all of it (jitter)
+    reprovision_s=600,          # the stored broker not reached this long: provision again
     provision_timeout_ms=8000,
     # cadences (PROTOCOL.md §6, model)
     telemetry_fast_s=5,
@@ -44,6 +45,7 @@ DEFAULTS = dict(
     ack_backoff_max_s=300,
     offline_charge_s=300,
     start_timeout_s=120,
+    start_max_age_s=120,  # a startChargeSrv older than this (head.timestamp) is refused
     power_loss_reason=1001,
     wdt_ms=8000,          # watchdog: real ms without every critical task going round
     vehicle_pause_s=300,  # vehicle back in B this long: session ends with 1010

@@ -16,7 +16,8 @@ _HELP = """Ctrl-C stopped the application; the relay is open.
   diag.status()          CP (mV and state), relay, lock, V, I, temperature, faults, link,
                          session, memory
   diag.fee()             the fee model in force (None without one)
-  diag.orders()          billing records not yet acknowledged by the platform
+  diag.orders()          journal records (start and stop results, orders) not yet
+                         acknowledged by the platform
   diag.logs(20)          the last lines of the log
   diag.adc(10)           mean raw ADC counts and RMS V, I over 10 bursts (calibration)
   diag.stop()            end the running session now: relay open, lock released, order kept
@@ -58,7 +59,15 @@ def fee():
 
 
 def orders():
-    return _app().journal.orders
+    """The journal's records as the platform will receive them (their bodies)."""
+    a = _app()
+    p, out = a.proto, []
+    for r in a.journal.recs:
+        seq = p.seq
+        body = json.loads(bytes(a.journal.message(r)[2]))["body"]
+        p.seq = seq                     # shown, not sent: no event id used up
+        out.append(body)
+    return out
 
 
 def logs(n=40):
@@ -67,10 +76,11 @@ def logs(n=40):
 
 
 def adc(n=10):
+    import asyncio
     a = _app()
     sv = si = cnt = mv = ma = 0
     for _ in range(n):
-        v, i, period = a.board.adc_burst()
+        v, i, period = asyncio.run(a.board.adc_burst())
         sv, si, cnt = sv + sum(v), si + sum(i), cnt + len(v)
         x = a.metering.meter.measure(v, i)
         mv, ma = mv + x[0], ma + x[1]
@@ -80,15 +90,15 @@ def adc(n=10):
 
 def stop():
     a = _app()
-    c, b = a.charger, a.board
-    c.local_stop()
+    g, b = a.gun, a.board
+    g.local_stop()
     b.relay_set(False)
-    c.relay = False
+    g.relay = False
     if not b.relay_feedback():
         b.lock_set(False)
-        c.lock = False
-    return {"work_status": c.work_status(), "relay": b.relay_feedback(),
-            "orders_pending": len(a.journal.orders)}
+        g.lock = False
+    return {"work_status": g.work_status(), "relay": b.relay_feedback(),
+            "orders_pending": a.journal.orders()}
 
 
 def provision():

@@ -4,23 +4,18 @@ one read back from flash) is pile.feemodel's, loaded only while that happens.
 
 Compact model: {"id": str, "starts": [minute of day, ...], "bands": [0..3, ...],
 "power": [4 prices], "service": [4 prices]}; band 0 sharp, 1 peak, 2 flat, 3 valley
-(seg_flag 10..13); prices in 0.0001 yuan/kWh, indexed by band.
+(the wire's flags 10..13); prices in 0.0001 yuan/kWh, indexed by band.
 
-Units: energy inside the firmware in mWh (0.000001 kWh); reported energy in 0.001 kWh;
-money in 0.0001 yuan.  Every reduction truncates.  A band's cost comes from the band's
-full internal energy; totals are sums of the reported band values, so a record always
-adds up (total_elect likewise: the sum of the four reported *_elect values, which is
-at most 3 units below the truncated sum of internal energies).
+Units: energy inside the firmware in mWh (0.000001 kWh); reported energy in Wh (0.001
+kWh); money in 0.0001 yuan.  Every reduction truncates.  A band's cost comes from the
+band's full internal energy; totals are sums of the band values, so a record always adds
+up (the energy total likewise: the sum of the four truncated bands, at most 3 Wh below
+the truncated sum of internal energies).  None of this allocates: the limits of a
+running session are checked with it every 50 ms.
 """
 from micropython import const
 
 _DAY = const(1440)  # minutes
-# wire names of each band's energy and money, band by band (pile.orders shares them);
-# a list of interned names, not a tuple of string objects
-KEYS = ["sharp_elect", "sharp_power_cost", "sharp_serv_cost",
-        "peak_elect", "peak_power_cost", "peak_serv_cost",
-        "flat_elect", "flat_power_cost", "flat_serv_cost",
-        "valley_elect", "valley_power_cost", "valley_serv_cost"]
 
 
 def band_at(model, minute):
@@ -49,21 +44,15 @@ def cost(e_mwh, price):
     return e_mwh * price // 1000000
 
 
-def bill(e_mwh, model):
-    """Every per-band and total money/energy field, in wire units, for per-band mWh.
+def wh(e):
+    """The reported energy (Wh) of per-band mWh e: the sum of the truncated bands."""
+    return e[0] // 1000 + e[1] // 1000 + e[2] // 1000 + e[3] // 1000
 
-    e_mwh: 4 energies in mWh indexed by band.  Returns sharp_elect .. valley_serv_cost,
-    total_elect, total_power_cost, total_serv_cost and total_cost.
-    """
-    out = {}
-    te = tp = ts = 0
-    for b in range(4):
-        e = e_mwh[b]
-        el, pc, sc = e // 1000, cost(e, model["power"][b]), cost(e, model["service"][b])
-        out[KEYS[3 * b]], out[KEYS[3 * b + 1]], out[KEYS[3 * b + 2]] = el, pc, sc
-        te += el
-        tp += pc
-        ts += sc
-    out["total_elect"], out["total_power_cost"], out["total_serv_cost"] = te, tp, ts
-    out["total_cost"] = tp + ts
-    return out
+
+def money(e, prices):
+    """The money of per-band mWh e at 4 prices (None: 0): the sum of each band's cost,
+    each from the band's whole energy."""
+    if prices is None:
+        return 0
+    return cost(e[0], prices[0]) + cost(e[1], prices[1]) + cost(e[2], prices[2]) + \
+        cost(e[3], prices[3])

@@ -2,24 +2,36 @@
 
 umqtt.simple encodes and decodes the MQTT packets; this module owns the transport.
 The Link itself stands in for umqtt's socket (and socket module): umqtt's writes collect
-in a buffer that an asyncio stream sends, and it is handed incoming bytes only once a
-whole packet has arrived, so none of umqtt's blocking reads can block.  Acknowledgements (CONNACK, SUBACK, PUBACK)
-are read here; PUBLISH and PINGRESP go to umqtt, which calls back and answers PUBACK.
+in a transmit buffer that an asyncio stream sends, and it is handed incoming bytes only
+once a whole packet has arrived, so none of umqtt's blocking reads can block.
+Acknowledgements (CONNACK, SUBACK, PUBACK) are read here; PUBLISH and PINGRESP go to
+umqtt, which calls back and answers PUBACK.
 
-Failures handled (each ends the session and reconnects with back-off and jitter): DNS
-failure, connection refused or reset, credentials refused (CONNACK 4/5: the stored
-credentials are dropped and provisioning runs again), a broker that accepts TCP and
-never answers (CONNACK timeout), a silent link (no packet for 1.5 keepalive), a peer
-that stops reading (bounded write wait), a malformed packet length.  A downlink over
-MAX_PACKET bytes is skipped as it streams in (acknowledged, logged, never buffered).
+The session is persistent (clean session off, the provisioned client id): the broker
+keeps the pile's subscriptions and the QoS 1 services sent while it was away, and
+delivers them after the next CONNACK.  Received messages wait in a small inbox; while it
+is full the link stops reading (TCP pushes back on the broker), also while connecting,
+so a backlog is never dropped after umqtt has acknowledged it.
 
-After a reconnect the messages queued by on_connect (the announcements) go out before
-the ones left over from the last session.
+Failures handled (each ends the session and reconnects): the board's network going down
+(net_up(), asked every round: no waiting for a timeout), DNS failure, connection refused
+or reset, credentials refused (CONNACK 4/5: the stored credentials are dropped and
+provisioning runs again), a broker that accepts TCP and never answers (CONNACK timeout),
+a silent link (nothing from the broker for one keepalive, though pinged at half of it),
+a peer that stops reading (bounded write wait), a malformed packet length.  A downlink
+over MAX_PACKET bytes is skipped as it streams in (acknowledged, logged, never buffered).
+Reconnects wait a back-off doubling from backoff_min_ms to backoff_max_ms, each wait
+drawn between half and all of it (jitter: many piles do not come back in step); the
+network coming back ends the wait at once.  When the stored broker cannot be reached for
+reprovision_s, provisioning runs again (PROTOCOL.md section 1: the platform may have
+moved its broker).
 
-publish() only queues: QoS 1 messages stay in the outbox until PUBACK and are sent
-again after a reconnect; QoS 0 messages are dropped while offline.  Incoming messages
-wait in a small inbox; while it is full the link stops reading (TCP pushes back on the
-broker) rather than drop a message it has acknowledged.
+publish() only queues, into the outbox: one preallocated buffer (BOX bytes) holding the
+topic and payload of each message back to back, so no message-sized block is allocated
+per message.  QoS 1 messages stay until PUBACK and are sent again after a reconnect
+(unless their sender resends them itself: again=False); QoS 0 messages are dropped while
+offline.  When the buffer is full the oldest QoS 0 message goes, else the oldest one.
+After a reconnect the messages queued by on_connect (the announcements) go out first.
 """
 import asyncio
 import random
@@ -30,11 +42,16 @@ from umqtt import simple
 
 from pile import log, net
 
-_OUTBOX = const(24)          # messages queued at most
+_BOX = const(4096)           # the outbox's bytes
 _INBOX = const(8)            # received messages waiting for on_message
 _MAX_PACKET = const(8192)    # larger downlinks are skipped
 _WRITE_WAIT_MS = const(3000)
 _TX = const(1536)            # the transmit buffer: one packet at a time (it grows if need be)
+_TLEN = const(0)             # an outbox entry: topic length, payload length, qos, packet
+_PLEN = const(1)             # id once sent (None before), kept across a reconnect
+_QOS = const(2)
+_PID = const(3)
+_AGAIN = const(4)
 
 
 class _Pending(Exception):
@@ -59,31 +76,23 @@ def header(buf):
     return None
 
 
-def wire(payload):
-    """The payload as handed to umqtt, which counts its length with len(): text that is
-    ASCII as it is (write() copies it into the packet: no bytes copy per message), other
-    text as its UTF-8 bytes, so that the MQTT length counts bytes, not characters."""
-    if isinstance(payload, str) and len(memoryview(payload)) != len(payload):
-        return payload.encode()
-    return payload
-
-
 class Link:
-    def __init__(self, cfg, provisioner, on_message, on_connect):
-        self.cfg = cfg
-        self.prov = provisioner
-        self.on_message = on_message
+    def __init__(self, cfg, provisioner, board, on_message, on_connect):
+        self.cfg, self.prov, self.board = cfg, provisioner, board
+        self.on_message = on_message    # async on_message(topic, payload)
         self.on_connect = on_connect
-        self.outbox = []          # [topic, payload, qos, pid or None, again]
+        self.box = bytearray(_BOX)      # the outbox (see above), allocated once, at boot
+        self.used = 0
+        self.q = []                     # its entries, oldest first (_TLEN ...)
+        self.lead = 0                   # the first entry on_connect queued
         self.inbox = []
         self.connected = False
         self.connects = 0
         self.last_error = None
+        self.unreached = None           # ticks since the stored broker was last reached
         self._writer = None
         self._wake = asyncio.Event()
-        # allocated once, at boot: a packet is written into it and sent from it, so no
-        # message-sized block is wanted per message (they fragment a small heap)
-        self._txbuf = bytearray(_TX)
+        self._txbuf = bytearray(_TX)    # a packet is written into it and sent from it
         self._txn = 0
         simple.socket = self      # umqtt's socket module and socket: the methods below
 
@@ -98,11 +107,9 @@ class Link:
 
     def write(self, data, n=None):
         data = memoryview(data)         # a str (umqtt's names and topics) as its UTF-8 bytes
-        if n is None:
-            n = len(data)
-        else:
+        if n is not None:
             data = data[:n]
-        end = self._txn + n
+        end = self._txn + len(data)
         if end > len(self._txbuf):          # a packet larger than any so far: keep room
             buf = bytearray(end + 256)
             buf[:self._txn] = memoryview(self._txbuf)[:self._txn]
@@ -116,47 +123,90 @@ class Link:
         out, self.rx = self.rx[:n], self.rx[n:]
         return out
 
-    # --- what the application calls -----------------------------------------------------
+    # --- the outbox -------------------------------------------------------------------------
     def publish(self, topic, payload, qos=1, again=True):
-        """Queue a message; again=False: not kept across a reconnect (its sender, the
-        order journal, sends it again itself, so the platform gets no extra copy)."""
+        """Queue a message (payload: str or bytes-like, copied at once); again=False: not
+        kept across a reconnect (its sender sends it again itself)."""
         if qos == 0 and not self.connected:
             return False
-        box = self.outbox
-        if len(box) >= _OUTBOX:     # drop the oldest QoS 0 message, else the oldest
-            victim = 0
-            for i, entry in enumerate(box):
-                if entry[2] == 0:
-                    victim = i
+        t, p = memoryview(topic), memoryview(payload)
+        n = len(t) + len(p)
+        if n > _BOX:
+            log.error("link", "message of %d bytes dropped: over the outbox" % n)
+            return False
+        while self.used + n > _BOX:         # room: the oldest QoS 0 goes, else the oldest
+            k = 0
+            for i in range(len(self.q)):
+                if self.q[i][_QOS] == 0:
+                    k = i
                     break
-            log.warn("link", "outbox full: dropping %s" % box.pop(victim)[0])
-        box.append([topic, wire(payload), qos, None, again])
+            log.warn("link", "outbox full: a message dropped")
+            self._drop(k)
+        m = memoryview(self.box)
+        m[self.used:self.used + len(t)] = t
+        m[self.used + len(t):self.used + n] = p
+        self.used += n
+        self.q.append([len(t), len(p), qos, None, again])
         self._wake.set()
         return True
+
+    def _at(self, k):
+        """Offset of entry k in the outbox."""
+        off = 0
+        for i in range(k):
+            off += self.q[i][_TLEN] + self.q[i][_PLEN]
+        return off
+
+    def _drop(self, k):
+        """Take entry k out of the outbox, closing the gap it leaves."""
+        off, e = self._at(k), self.q.pop(k)
+        if k < self.lead:
+            self.lead -= 1
+        n = e[_TLEN] + e[_PLEN]
+        m = memoryview(self.box)
+        m[off:self.used - n] = m[off + n:self.used]     # moves the later messages down
+        self.used -= n
 
     # --- the session loop ---------------------------------------------------------------
     async def run(self):
         delay = self.cfg["backoff_min_ms"]
         while True:
-            try:
-                await self._session(await self.prov.creds())
-            except Exception as e:  # every failure ends the session the same way
-                self.last_error = "%s: %s" % (type(e).__name__, e) if str(e) else repr(e)
-                log.warn("link", "session ended: %s" % self.last_error)
-                if self.connected:
-                    delay = self.cfg["backoff_min_ms"]
-            self.connected = False
-            if self._writer:
-                asyncio.create_task(net.close(self._writer))
-                self._writer = None
-            # unacknowledged: sent again next session, unless the sender resends its own
-            self.outbox = [entry for entry in self.outbox if entry[4]]
-            for entry in self.outbox:
-                entry[3] = None
-            wait = delay + random.getrandbits(10) * delay // 2048
+            if self.board.net_up():
+                try:
+                    await self._session(await self.prov.creds())
+                except Exception as e:  # every failure ends the session the same way
+                    self.last_error = "%s: %s" % (type(e).__name__, e) if str(e) else repr(e)
+                    log.warn("link", "session ended: %s" % self.last_error)
+                    if self.connected:
+                        delay = self.cfg["backoff_min_ms"]
+                self._down()
+            wait = delay // 2 + random.getrandbits(16) * delay // 131072
             log.info("link", "reconnect in %d ms" % wait)
-            await asyncio.sleep_ms(wait)
+            was_up, t0 = self.board.net_up(), time.ticks_ms()
+            while time.ticks_diff(time.ticks_ms(), t0) < wait:
+                await asyncio.sleep_ms(50)
+                if self.board.net_up() and not was_up:
+                    break                   # the network is back: connect now
+                was_up = self.board.net_up()
             delay = min(delay * 2, self.cfg["backoff_max_ms"])
+
+    def _down(self):
+        """The session is over: forget what only it knew; keep what is sent again."""
+        self.connected, self.lead = False, 0
+        if self._writer:
+            asyncio.create_task(net.close(self._writer))
+            self._writer = None
+        for k in range(len(self.q) - 1, -1, -1):
+            if not self.q[k][_AGAIN]:
+                self._drop(k)
+            else:
+                self.q[k][_PID] = None
+        if self.unreached is None:
+            self.unreached = time.ticks_ms()
+        elif time.ticks_diff(time.ticks_ms(), self.unreached) > \
+                self.cfg["reprovision_s"] * 1000 and self.prov.stored:
+            self.prov.forget("broker not reached for %d s" % self.cfg["reprovision_s"])
+            self.unreached = None
 
     async def _session(self, creds):
         cfg = self.cfg
@@ -166,6 +216,7 @@ class Link:
                                                        scheme in ("ssl", "mqtts"))
         self._txn, self.rx, self.gated = 0, b"", False
         self._acks = {}
+        self._present = 0
         self._skip = 0
         self._reader_error = None
         self._last_rx = time.ticks_ms()
@@ -175,7 +226,7 @@ class Link:
         client.set_callback(self._deliver)
         reader = asyncio.create_task(self._reader_loop())
         try:
-            self._encode(client.connect)
+            self._encode(client.connect, False)         # a persistent session
             await self._flush()
             rc = await self._expect("connack")
             if rc in (4, 5):
@@ -183,7 +234,8 @@ class Link:
                 raise OSError("credentials refused")
             if rc:
                 raise OSError("CONNACK %d" % rc)
-            for name in ("topic_services", "topic_acks"):
+            self.unreached = None
+            for name in () if self._present else ("topic_services", "topic_acks"):
                 topic = cfg[name].format(pk=cfg["product_type"], dn=cfg["dev_id"], cmd="")
                 self._encode(client.subscribe, topic, 1)
                 await self._flush()
@@ -192,58 +244,70 @@ class Link:
             self.connected = True
             self.connects += 1
             log.info("link", "connected (session %d)" % self.connects)
-            left = len(self.outbox)
+            self.lead = len(self.q)     # what on_connect queues goes out first
             try:
                 self.on_connect()
             except Exception as e:
                 log.error("link", "on_connect failed: %r" % e)
-            self.outbox = self.outbox[left:] + self.outbox[:left]
-
-            keep_ms = cfg["keepalive_s"] * 1000
-            self._last_rx = last_ping = time.ticks_ms()
-            while True:
-                # cleared before the work, so a publish() made while handling a message
-                # wakes the next round at once instead of waiting out the 50 ms
-                self._wake.clear()
-                if self._reader_error:
-                    raise OSError(self._reader_error)
-                while True:                 # send what is not sent yet, one packet at a time
-                    box = self.outbox
-                    for i, entry in enumerate(box):
-                        if entry[3] is None:
-                            break
-                    else:
-                        break
-                    if client.pid >= 0xFFFF:
-                        client.pid = 0
-                    self._encode(client.publish, entry[0], entry[1], False, entry[2])
-                    if entry[2]:
-                        entry[3] = client.pid
-                    else:
-                        box.pop(i)          # QoS 0: sent is done
-                    await self._flush()     # the outbox may change while this waits
-                while self.inbox:
-                    try:
-                        self.on_message(*self.inbox.pop(0))
-                    except Exception as e:
-                        log.error("link", "on_message failed: %r" % e)
-                    if not self.inbox and self.rx:
-                        self._dispatch()    # messages held back while the inbox was full
-                now = time.ticks_ms()
-                # ping every half keepalive, busy or not: QoS 0 traffic alone gets no
-                # answer, and the broker's silence must be told from a dead link
-                if time.ticks_diff(now, last_ping) > keep_ms // 2:
-                    self._encode(client.ping)
-                    last_ping = now
-                await self._flush()
-                if time.ticks_diff(now, self._last_rx) > keep_ms * 3 // 2:
-                    raise OSError("no packet from the broker for %d s" % (keep_ms * 3 // 2000))
-                try:
-                    await asyncio.wait_for_ms(self._wake.wait(), 50)
-                except asyncio.TimeoutError:
-                    pass
+            await self._loop(client)
         finally:
             reader.cancel()
+
+    async def _loop(self, client):
+        keep_ms = self.cfg["keepalive_s"] * 1000
+        last_ping = time.ticks_ms()
+        while True:
+            # cleared before the work, so a publish() made while handling a message
+            # wakes the next round at once instead of waiting out the 50 ms
+            self._wake.clear()
+            if self._reader_error:
+                raise OSError(self._reader_error)
+            if not self.board.net_up():
+                raise OSError("network down")
+            while True:                 # send what is not sent yet, one packet at a time
+                n = len(self.q)         # from the announcements on, then the older ones
+                for j in range(n):
+                    k = (self.lead + j) % n
+                    if self.q[k][_PID] is None:
+                        break
+                else:
+                    break
+                e, off = self.q[k], self._at(k)
+                m = memoryview(self.box)
+                if client.pid >= 0xFFFF:
+                    client.pid = 0
+                self._encode(client.publish, m[off:off + e[_TLEN]],
+                             m[off + e[_TLEN]:off + e[_TLEN] + e[_PLEN]], False, e[_QOS])
+                if e[_QOS]:
+                    e[_PID] = client.pid
+                else:
+                    self._drop(k)       # QoS 0: sent is done
+                await self._flush()     # the outbox may change while this waits
+            await self._drain()
+            now = time.ticks_ms()
+            # ping at half the keepalive, busy or not: QoS 0 traffic alone gets no answer,
+            # and a broker that says nothing for a whole keepalive is gone
+            if time.ticks_diff(now, last_ping) > keep_ms // 2:
+                self._encode(client.ping)
+                last_ping = now
+            await self._flush()
+            if time.ticks_diff(now, self._last_rx) > keep_ms:
+                raise OSError("no packet from the broker for %d s" % (keep_ms // 1000))
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), 50)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _drain(self):
+        """Hand the received messages to on_message (at most an inbox full, so that their
+        replies go out before more come in); then the packets held back meanwhile."""
+        for _ in range(len(self.inbox)):
+            try:
+                await self.on_message(*self.inbox.pop(0))
+            except Exception as e:
+                log.error("link", "on_message failed: %r" % e)
+        if self.rx:
+            self._dispatch()
 
     def _encode(self, fn, *args):
         """Let umqtt write a packet into tx; it stops (_Pending) where it would wait."""
@@ -264,13 +328,15 @@ class Link:
                 raise OSError("peer stopped reading")
 
     async def _expect(self, key):
-        """Wait until the reader has seen the acknowledgement `key`; return its code."""
+        """Wait until the reader has seen the acknowledgement `key`; return its code.
+        Messages that arrive meanwhile (a persistent session's backlog) are handled."""
         start = time.ticks_ms()
         while key not in self._acks:
             if self._reader_error:
                 raise OSError(self._reader_error)
             if time.ticks_diff(time.ticks_ms(), start) > self.cfg["connect_timeout_ms"]:
                 raise OSError("no answer from the broker")
+            await self._drain()
             await asyncio.sleep_ms(10)
         return self._acks.pop(key)
 
@@ -321,25 +387,23 @@ class Link:
                 continue
             if len(rx) < size:
                 return
-            if kind == 0x30 and self.connected and len(self.inbox) >= _INBOX:
-                return                      # the session loop calls again once it drains
+            if kind == 0x30 and len(self.inbox) >= _INBOX:
+                return                      # _drain calls again once the inbox empties
             if kind in (0x30, 0xD0):
                 self._client.wait_msg()     # whole packet buffered: cannot block
                 continue
             packet, self.rx = rx[:size], rx[size:]
-            if kind == 0x20:                # CONNACK
-                self._acks["connack"] = packet[3]
+            if kind == 0x20:                # CONNACK; the broker kept our session:
+                self._acks["connack"] = packet[3]   # subscriptions and all (no SUBSCRIBE:
+                self._present = packet[2] & 1       # its backlog comes before any SUBACK)
             elif kind == 0x90:              # SUBACK
                 self._acks[packet[2] << 8 | packet[3]] = packet[4]
             elif kind == 0x40:              # PUBACK: the message is delivered
                 pid = packet[2] << 8 | packet[3]
-                for i, entry in enumerate(self.outbox):
-                    if entry[3] == pid:
-                        self.outbox.pop(i)
+                for k in range(len(self.q)):
+                    if self.q[k][_PID] == pid:
+                        self._drop(k)
                         break
 
     def _deliver(self, topic, msg):
-        if len(self.inbox) >= _INBOX:        # only while connecting: see _dispatch
-            log.warn("link", "inbox full: message on %s dropped" % topic)
-            return
         self.inbox.append((topic.decode(), msg))

@@ -1,19 +1,24 @@
 """Metering: ADC bursts to volts, amps, watts and energy; the cumulative register.
 
-sample() takes one burst through the HAL, measures it (pile.meter), integrates the
-power over the board time since the last sample, adds the energy to the register and
-to the running session.  Power under meter_creep_mw (the no-load threshold: ADC noise
-and offset errors read about 0.2 W on an idle pile) counts no energy, so an idle
-register stands still and is not rewritten.
+sample(closed) takes one burst through the HAL (cooperative: the board samples in slices
+with awaits between), measures it (pile.meter) and judges whether it can be true: a
+burst whose voltage samples are all equal (no AC at all) or whose voltage or current
+mean is more than dc_counts from the calibrated offset (a dead, stuck or railed ADC) is
+`bad`.  A bad burst reads as no measurement at all (mv, ma, mw 0, `valid` False): it is
+neither reported nor billed, and protection holds it as a meter failure.  Energy counts
+only while the relay is closed (`closed`), from a plausible burst whose power is at
+least meter_creep_mw (the no-load threshold: ADC noise and offset errors read about
+0.2 W on an idle pile), so an idle register stands still and is not rewritten; sample()
+returns the energy (mWh) it added, for the running session.
 
-The register (mWh) survives reboots: it is written when it has grown by
-register_save_mwh (0.1 kWh) or register_save_s (60 s) have passed with growth, and at
-every session end (raise_to(sum_end, True), called by the order journal whenever it takes
-a new order); a power cut loses at most the growth since the last write (at most
-0.1 kWh, and never any of an order: the session checkpoint carries its own energy, and
-the order of a session cut short raises the register to its end).  It never goes
-backwards: at boot it is raised to the highest sum_end the journal has seen, in case
-meter.json and its previous generation were both lost.
+The register (mWh) survives reboots (meter.json: {"mwh", "ms": wall clock of the write}):
+it is written when it has grown by register_save_mwh (0.1 kWh) or register_save_s (60 s)
+have passed with growth, and at every session end (raise_to(sum_end, True), called by
+the journal whenever it takes an order); a power cut loses at most the growth since the
+last write (at most 0.1 kWh, and never any of an order: the session checkpoint carries
+its own energy, and the order of a session cut short raises the register to its end).
+It never goes backwards: at boot it is raised to the highest order end the journal has
+seen, in case meter.json and its previous generation were both lost.
 """
 import time
 
@@ -23,22 +28,26 @@ from pile.meter import Energy, Meter
 FILE = "meter.json"
 
 
+def _check(doc):
+    mwh = doc.get("mwh")
+    return None if type(mwh) is int and mwh >= 0 else "register must be an integer >= 0"
+
+
 class Metering:
-    def __init__(self, board, board_cfg, cfg):
+    def __init__(self, board, board_cfg, cfg, dc_counts):
         self.board = board
         self.cfg = cfg
+        self.dc = dc_counts
         self.creep = cfg.get("meter_creep_mw", 5000)
         self.meter = Meter(board_cfg["cal"])
-        saved = store.load(FILE, {})
-        mwh = saved.get("mwh", 0) if isinstance(saved, dict) else 0
-        if not isinstance(mwh, int) or mwh < 0:
-            log.error("meter", "stored register unusable; starting at 0")
-            mwh = 0
-        self.energy = Energy(mwh)
-        self.saved_mwh = mwh
+        saved = store.load(FILE, {}, _check)
+        self.saved_ms = saved.get("ms", 0)      # wall clock of the last write (0: unknown)
+        self.energy = Energy(saved.get("mwh", 0))
+        self.saved_mwh = self.energy.mwh
         self.saved_t = board.ticks_ms()
-        self.last = None
+        self.last = None            # ticks of the last burst
         self.mv = self.ma = self.mw = 0
+        self.valid = self.bad = False
 
     def register(self):
         return self.energy.mwh
@@ -52,16 +61,20 @@ class Metering:
         if save:
             self.save()
 
-    def sample(self):
-        """One burst; return the new energy (mWh) since the previous sample."""
-        v, i, _ = self.board.adc_burst()
-        self.bv, self.bi = v, i       # protection judges the raw burst (meter failure)
-        self.mv, self.ma, self.mw = self.meter.measure(v, i)
+    async def sample(self, closed):
+        """One burst; return the energy (mWh) it added to the register (see above)."""
+        v, i, _ = await self.board.adc_burst()
+        c = self.meter
+        n = len(v)
+        self.bad = not n or max(v) == min(v) or abs(sum(v) // n - c.voff) > self.dc or \
+            abs(sum(i) // n - c.ioff) > self.dc
+        self.valid = not self.bad
+        self.mv, self.ma, self.mw = (0, 0, 0) if self.bad else c.measure(v, i)
         now = self.board.ticks_ms()
         dt = time.ticks_diff(now, self.last) if self.last is not None else 0
         self.last = now
         before = self.energy.mwh
-        if self.mw >= self.creep:
+        if closed and self.valid and self.mw >= self.creep:
             self.energy.add(self.mw, dt)
         grown = self.energy.mwh - self.saved_mwh
         if grown >= self.cfg["register_save_mwh"] or (grown and time.ticks_diff(
@@ -70,6 +83,7 @@ class Metering:
         return self.energy.mwh - before
 
     def save(self):
-        store.save(FILE, {"mwh": self.energy.mwh})
+        self.saved_ms = self.board.now_ms() if self.board.time_trusted() else 0
+        store.save(FILE, {"mwh": self.energy.mwh, "ms": self.saved_ms})
         self.saved_mwh = self.energy.mwh
         self.saved_t = self.board.ticks_ms()

@@ -44,33 +44,62 @@ def request_url(cfg):
     return cfg["provision_url"] + "?" + query
 
 
-async def http_get(url, timeout_ms, limit=4096):
-    """GET url; return (status, body bytes).  Raises NetError on any failure."""
+async def http_get(url, timeout_ms, limit=2048):
+    """GET url; return (status, head bytes, body bytes), the answer read into one buffer of
+    `limit` bytes (allocated once per request).  Raises NetError on any failure."""
     scheme, host, port, path = net.split_url(url)
     reader, writer = await net.connect(host, port, timeout_ms, scheme == "https")
+    buf = bytearray(limit + 1)
+    n = 0
     try:
         req = "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path or "/", host)
         writer.write(req.encode())
         await asyncio.wait_for_ms(writer.drain(), timeout_ms)
-        data = b""
-        while len(data) <= limit:
-            chunk = await asyncio.wait_for_ms(reader.read(512), timeout_ms)
-            if not chunk:
+        view = memoryview(buf)
+        while n <= limit:
+            got = await asyncio.wait_for_ms(reader.readinto(view[n:]), timeout_ms)
+            if not got:
                 break
-            data += chunk
+            n += got
     except asyncio.TimeoutError:
         raise net.NetError("HTTP timeout from %s:%d" % (host, port))
     except OSError as e:
         raise net.NetError("HTTP error from %s:%d: %s" % (host, port, e))
     finally:
         await net.close(writer)
-    if len(data) > limit:
+    if n > limit:
         raise net.NetError("HTTP answer over %d bytes" % limit)
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, _, body = bytes(buf[:n]).partition(b"\r\n\r\n")
     status = head.split(b" ", 2)
     if len(status) < 2 or not status[1].isdigit():
         raise net.NetError("not an HTTP answer")
-    return int(status[1]), body
+    return int(status[1]), head, body
+
+
+_MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
+
+
+def date_ms(head):
+    """Unix ms of the answer's Date header (RFC 9110 IMF-fixdate: "Sun, 06 Nov 1994
+    08:49:37 GMT"), or None when it has none that reads."""
+    for line in head.split(b"\r\n"):
+        if line[:5].lower() != b"date:":
+            continue
+        try:
+            _, d, mon, y, hms, _ = line[5:].decode().split()
+            h, mi, sec = hms.split(":")
+            m = _MONTHS.index(mon) // 3 + 1
+            y, d = int(y), int(d)
+            # days since 1970-01-01 of a civil date (the proleptic Gregorian calendar)
+            y -= m <= 2
+            era = y // 400
+            yoe = y - era * 400
+            doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+            days = era * 146097 + (yoe * 365 + yoe // 4 - yoe // 100 + doy) - 719468
+            return ((days * 24 + int(h)) * 60 + int(mi)) * 60000 + int(sec) * 1000
+        except (ValueError, IndexError):
+            return None
+    return None
 
 
 def parse(status, body):
@@ -122,7 +151,11 @@ async def provision(prov):
         log.info("prov", "requesting credentials for %s from %s"
                  % (cfg["cpu_id"], cfg["provision_url"]))
         try:
-            status, body = await http_get(request_url(cfg), cfg["provision_timeout_ms"])
+            status, head, body = await http_get(request_url(cfg), cfg["provision_timeout_ms"])
+            ms = date_ms(head)
+            if ms and not prov.board.time_trusted():     # a time source for a new pile
+                prov.board.set_time_ms(ms)
+                log.warn("prov", "clock set from the provisioning answer's Date")
             got = parse(status, body)
             store.save(FILE, got)
             prov.last_error = None

@@ -1,117 +1,509 @@
-"""The jsIOT wire format: topics, envelopes, and validation of every downlink message.
+"""The jsIOT wire (PROTOCOL.md): topics, envelopes, every body the pile sends and the
+strict decoding of every message the platform sends.
 
-The only module that knows wire names.  Device messages are built by event() and
-reply(); everything the platform sends goes through decode(), which returns one of
-    ("service", cmd, session_id, body)   a valid service request for this pile
-    ("ack", cmd, session_id, result)     an acknowledgement of one of our events
-    ("drop", reason)                     our own reply echoed back: ignore silently
-    ("bad", reason, cmd, session_id)     malformed: log, maybe answer 11, change nothing
+The one module that knows wire names and wire units.  The rest of the firmware hands it
+internal values and gets internal values back:
+
+    voltage mV, current mA, power mW, energy mWh, temperature 0.1 degC, money 0.0001
+    yuan, wall clock Unix-epoch ms, durations ms; work_status, charge_mode, start_result,
+    stop and fault codes are the protocol's own numbers (PROTOCOL.md section 4).
+
+Uplink: every builder (firmware, version, status, faults, start_result, stop_result,
+order, reply) encodes one whole message into the preallocated buffer ``buf`` (no fresh
+message-sized string per message: those fragment a small heap) and returns
+``(session_id, topic, payload)``; the payload is a memoryview of ``buf``, valid until the
+next builder runs (Link.publish copies it at once).  head.timestamp is the wall clock
+once it is trusted, 0 before (docs/decisions.md: only the announcements and service
+replies go out before; everything else waits for the clock).
+
+Downlink: decode(topic, payload) returns one of
+    ("service", cmd, session_id, args, ts)   a valid service for this pile, args internal:
+                 START (gun, pre_trade_no, charge_mode, limit), STOP (gun, pre_trade_no,
+                 stop_reason), FEE a compact fee model (pile.fees) not yet vetted
+    ("ack", cmd, session_id, ok, ts)     an acknowledgement of one of our events
+    ("drop", why)                        our own reply echoed back: ignore silently
+    ("bad", why, cmd, session_id, args)  malformed: log, maybe answer 11, change nothing;
+                                         args: what identifies the request (for the
+                                         reply), as far as it can be read, else None
+ts is head.timestamp (Unix ms) when it is a plausible integer, else None.  Anything that
+is not RFC 8259 JSON is "bad" before MicroPython's lenient json.loads sees it.
 """
 import json
 
-SUCCESS, FAILURE = 10, 11
-INT, STR = int, str
+from micropython import const
 
-# body schemas of the services we accept: field -> (type, required, lowest, highest); for
-# a string the bounds are on its length.  dict(name=...): the names are interned qstrs.
-SERVICES = dict(
-    startChargeSrv=dict(
-        gun_no=(INT, True, 1, 8), pre_trade_no=(STR, True, 1, 64),
-        charge_mode=(INT, True, 10, 15), limit_data=(INT, False, 0, 1 << 30),
-        start_type=(INT, False, 0, 99), start_mode=(INT, False, 0, 99),
-        insert_gun_time=(INT, False, 0, 1 << 30),
-    ),
-    stopChargeSrv=dict(
-        gun_no=(INT, True, 1, 8), pre_trade_no=(STR, True, 1, 64),
-        stop_reason=(INT, True, 10, 99),
-    ),
-    feeModelUpdateSrv=dict(ele_model_id=(STR, True, 1, 64)),  # the rest: feemodel.parse
-)
+from pile import fees, log, store
+
+SUCCESS, FAILURE = 10, 11
+START, STOP, FEE = "startChargeSrv", "stopChargeSrv", "feeModelUpdateSrv"
+_BUF = const(1024)          # the longest message (orderUpdateEvt) is about 750 bytes
+_DEPTH = const(16)          # deepest nesting a downlink may have
+_SEQ_FILE = const("seq.json")
+_SEQ_STEP = const(1000)
+
+# Body fields of each service, one "name kind lo hi" per comma: kind i an integer lo..hi,
+# s a string of lo..hi characters, l a list of lo..hi integers (each 0..2**30, or the
+# row's 5th and 6th numbers), t a list of lo..hi "HHMM" strings; upper case: optional.
+# One text per service: split when a message arrives, so no table of tuples stays
+# in the heap.
+_FIELDS = {
+    START: "gun_no i 1 8,pre_trade_no s 1 64,charge_mode i 10 15,limit_data I 0 1073741824,"
+           "start_type I 0 99,start_mode I 0 99,insert_gun_time I 0 4294967295,"
+           "dev_id S 1 64",
+    STOP: "gun_no i 1 8,pre_trade_no s 1 64,stop_reason i 10 99,dev_id S 1 64",
+    FEE: "ele_model_id s 1 64,time_num i 1 14,time_seg t 1 14,seg_flag l 1 14 10 13,"
+         "charge_fee l 4 4,serviceFee l 4 4,dev_id S 1 64",
+}
+# limit_data (0.01 yuan, 0.1 kWh, min, 0.1 kW by charge_mode 11, 12, 14, 15) to the
+# session's units: 0.0001 yuan, Wh (the reported total_elect), ms, W
+_LIMIT_UNIT = {11: 100, 12: 100, 14: 60000, 15: 100}
+# the order's band fields, band by band (sharp, peak, flat, valley)
+_BANDS = ("sharp", "peak", "flat", "valley")
 
 
 class Protocol:
-    def __init__(self, cfg, now_ms, seq=1):
+    def __init__(self, cfg, board_cfg, clock, trusted):
         self.cfg = cfg
-        self.now_ms = now_ms
+        self.board_cfg = board_cfg
+        self.clock = clock          # the wall clock, Unix ms ...
+        self.trusted = trusted      # ... and whether it is known (head.timestamp 0 if not)
         self.dn = cfg["dev_id"]
-        self.seq = seq
-        self.last_ts = None     # head.timestamp of the last platform message, if sane
+        self.buf = bytearray(_BUF)
+        self.n = 0
+        self.cmd = None             # the cmd of the last message made (for the log)
+        self.seq = self._seq_base()
 
-    def event(self, cmd, body, status=0, item_id=None, reply_to=None):
-        """Return (session_id, topic, payload) of a device event; with reply_to, of the
-        reply to service ``cmd`` request reply_to (PROTOCOL.md §2).  The payload is the
-        JSON text itself, not a bytes copy of it (Link.publish sends it as UTF-8)."""
-        head = {"cmd": cmd, "dev_id": self.dn, "session_id": reply_to, "status": status,
-                "timestamp": self.now_ms(), "ttl": -1, "version": 0}
+    # --- event ids ------------------------------------------------------------------------
+    def _seq_base(self):
+        """Event ids keep increasing across reboots: reserve them in blocks of SEQ_STEP."""
+        base = store.load(_SEQ_FILE, {}).get("next", 0)
+        if type(base) is not int or base < 0:
+            base = 0
+        store.save(_SEQ_FILE, {"next": base + _SEQ_STEP})
+        return base
+
+    # --- encoding -------------------------------------------------------------------------
+    def _put(self, text):
+        """Append str or bytes to the message (a str as its UTF-8 bytes, no copy)."""
+        m = memoryview(text)
+        end = self.n + len(m)
+        if end > _BUF:
+            raise ValueError("message over %d bytes" % _BUF)
+        self.buf[self.n:end] = m
+        self.n = end
+
+    def _value(self, x):
+        if type(x) is str:
+            self._put(json.dumps(x))        # quotes and escapes
+        elif type(x) is list:
+            self._put("[")
+            for k in range(len(x)):
+                if k:
+                    self._put(",")
+                self._value(x[k])
+            self._put("]")
+        else:
+            self._put("%d" % x)
+
+    def _encode(self, cmd, fields, status=0, reply_to=None, item_id=None):
+        """(session_id, topic, payload) of the message: the head, then the body from
+        `fields`, a flat tuple of wire name, value, name, value, ..."""
         if reply_to is None:
             self.seq += 1
-            head["seq_id"] = head["session_id"] = self.seq
-            name = "topic_event"
+            sid, kind = self.seq, "topic_event"
+            if sid % _SEQ_STEP == 0:
+                store.save(_SEQ_FILE, {"next": sid + _SEQ_STEP})
         else:
-            head["cmd"] = cmd + "Reply"
-            name = "topic_reply"
-        msg = {"head": head, "body": body}
+            sid, kind = reply_to, "topic_reply"
+        self.n, self.cmd = 0, cmd
+        put = self._put
+        put('{"head":{"cmd":"')
+        put(cmd)
+        put('Reply","dev_id":' if reply_to is not None else '","dev_id":')
+        self._value(self.dn)
+        if reply_to is None:
+            put(',"seq_id":%d' % sid)
+        put(',"session_id":%d,"status":%d,"timestamp":%d,"ttl":-1,"version":0}'
+            % (sid, status, self.clock() if self.trusted() else 0))
         if item_id:
-            msg["item_id"] = item_id
-        topic = self.cfg[name].format(pk=self.cfg["product_type"], dn=self.dn, cmd=cmd)
-        return head["session_id"], topic, json.dumps(msg)
+            put(',"item_id":"%s"' % item_id)
+        put(',"body":{')
+        for k in range(0, len(fields), 2):
+            if k:
+                put(",")
+            put('"')
+            put(fields[k])
+            put('":')
+            self._value(fields[k + 1])
+        put("}}")
+        topic = self.cfg[kind].format(pk=self.cfg["product_type"], dn=self.dn, cmd=cmd)
+        return sid, topic, memoryview(self.buf)[:self.n]
 
-    def reply(self, cmd, session_id, body):
-        """Return (topic, payload) of the reply to service ``cmd`` (PROTOCOL.md §2)."""
-        return self.event(cmd, body, reply_to=session_id)[1:]
+    # --- what the pile sends ----------------------------------------------------------------
+    def firmware(self, model_id, mac):
+        """firmwareEvt: the board file's identity and ratings (firmwareEvt's own names and
+        units, boards/*/board.json), the fee model in force and the network MAC."""
+        i, r = self.board_cfg["identity"], self.board_cfg["ratings"]
+        fields = ["dev_sn", self.dn, "ele_model_id", model_id, "bt_mac", " ", "im_mac", mac,
+                  "sim_no", "", "in_meter", [], "out_meter", []]
+        for src, names in ((i, "dev_type stake_model vendor_code port_num mea_type ct "
+                               "grid_type latitude longitude height"),
+                           (r, "ot_rate ot_cur ot_max_vol ot_min_vol")):
+            for name in names.split():
+                fields += (name, src[name])
+        return self._encode("firmwareEvt", fields)
 
+    def version(self, sw_ver):
+        i = self.board_cfg["identity"]
+        return self._encode("verInfoEvt", (
+            "dev_reg_method", i["dev_reg_method"], "pile_hardware_ver", i["hardware_ver"],
+            "pile_software_ver", sw_ver, "sdk_ver", self.cfg["sdk_ver"]))
+
+    def status(self, g):
+        """acGunRunIty from the gun's status list g (pile.gun.status: work_status,
+        plugged, locked, relay closed, duty %, mV, mA, mW, 0.1 degC or None, trade,
+        charged ms, energy per band in mWh, the model or None).  Nothing negative goes
+        out: a field that cannot be negative is clamped at 0."""
+        ws, plugged, locked, closed, duty, mv, ma, mw, temp, trade, chg_ms, e, model = g
+        t = 500 if temp is None else max(0, temp + 500)     # 0.1 degC, +50 degC offset
+        p, s = (model["power"], model["service"]) if model else (None, None)
+        return self._encode("acGunRunIty", (
+            "gun_no", 1, "pre_trade_no", trade or "", "trade_no", " ", "work_status", ws,
+            "con_status", 10 if plugged else 11, "e_lock_status", 11 if locked else 10,
+            "out_relay_status", 11 if closed else 10,
+            "pwm_duty_radio", duty if 0 < duty < 100 else 0,
+            "ac_vol_a", max(0, mv // 100), "ac_cur_a", max(0, ma // 100),
+            "real_power", max(0, mw // 100000), "gun_temp", t, "chg_time", chg_ms // 60000,
+            "total_elect", fees.wh(e), "sharp_elect", e[0] // 1000,
+            "peak_elect", e[1] // 1000, "flat_elect", e[2] // 1000,
+            "valley_elect", e[3] // 1000,
+            "total_cost", fees.money(e, p) + fees.money(e, s),
+            "total_power_cost", fees.money(e, p), "total_serv_cost", fees.money(e, s)))
+
+    def faults(self, codes, warns, item_id):
+        """totalFaultEvt: active fault and warning codes, in 30 and 10 slots."""
+        return self._encode("totalFaultEvt", (
+            "gun_no", 1, "fault_su", len(codes), "warn_sum", len(warns),
+            "fault_value", (codes + [0] * 30)[:30], "warnValue", (warns + [0] * 10)[:10]),
+            status=1, item_id=item_id)
+
+    def start_result(self, trade, result, fault):
+        return self._encode("startChaResEvt", ("gun_no", 1, "pre_trade_no", trade,
+                                               "start_result", result, "fault_code", fault))
+
+    def stop_result(self, trade, result, fail, code):
+        return self._encode("stopChaResEvt", (
+            "gun_no", 1, "pre_trade_no", trade, "stop_result", result,
+            "stop_fail_reson", fail, "result_code", code))
+
+    def order(self, trade, start_ms, end_ms, model_id, power, service, sum_start, e, code):
+        """orderUpdateEvt of a session: times in Unix ms, the model it was billed with (its
+        id and 4 power and 4 service prices), the meter register at its start and the
+        energy per band in mWh, its stop code."""
+        fields = ["gun_no", 1, "pre_trade_no", trade,
+                  "charge_start_time", str(start_ms // 1000),
+                  "charge_endTime", str(end_ms // 1000),
+                  "ele_model_id", model_id, "time_div_type", 10,
+                  "sum_start", str(sum_start // 1000),
+                  "sum_end", str((sum_start + sum(e)) // 1000),
+                  "start_soc", 0, "end_soc", 0]
+        for b in range(4):
+            fields += (_BANDS[b] + "_elect", e[b] // 1000,
+                       _BANDS[b] + "_power_cost", fees.cost(e[b], power[b]),
+                       _BANDS[b] + "_serv_cost", fees.cost(e[b], service[b]))
+        fields += ("total_elect", fees.wh(e), "total_power_cost", fees.money(e, power),
+                   "total_serv_cost", fees.money(e, service), "reason", code)
+        return self._encode("orderUpdateEvt", fields)
+
+    def wire_order(self, values):
+        """orderUpdateEvt of an order journaled by firmware 0100000001: its body's values
+        in that version's field order."""
+        names = ("gun_no pre_trade_no charge_start_time charge_endTime ele_model_id "
+                 "time_div_type sum_start sum_end start_soc end_soc sharp_elect "
+                 "sharp_power_cost sharp_serv_cost peak_elect peak_power_cost peak_serv_cost "
+                 "flat_elect flat_power_cost flat_serv_cost valley_elect valley_power_cost "
+                 "valley_serv_cost total_elect total_power_cost total_serv_cost "
+                 "reason").split()
+        fields = []
+        for k in range(len(names)):
+            fields += (names[k], values[k])
+        return self._encode("orderUpdateEvt", fields)
+
+    def reply(self, cmd, sid, result, args, why):
+        """The reply to service `cmd` request `sid`, naming what it was about (args as
+        decode gave them, or None) and, on failure, why."""
+        fields = ["result", result]
+        if cmd == FEE and args:
+            fields += ("ele_model_id", args["id"])
+        elif args:
+            fields += ("gun_no", args[0], "pre_trade_no", args[1])
+        if why:
+            fields += ("reason", why[:160])         # a reply always fits the buffer
+        return self._encode(cmd, fields, reply_to=sid)
+
+    # --- decoding ---------------------------------------------------------------------------
     def decode(self, topic, payload):
         if topic.endswith("_reply") and not topic.endswith("/post_reply"):
             return ("drop", "own reply")
+        why = strict(payload)
+        if why:
+            return ("bad", "not JSON: " + why, None, None, None)
         try:
             msg = json.loads(payload)
         except (ValueError, UnicodeError):
-            return ("bad", "not JSON", None, None)
-        if not isinstance(msg, dict) or not isinstance(msg.get("head"), dict):
-            return ("bad", "no head", None, None)
-        head = msg["head"]
+            return ("bad", "not JSON: not UTF-8", None, None, None)
+        head = msg.get("head") if type(msg) is dict else None
+        if type(head) is not dict:
+            return ("bad", "no head object", None, None, None)
         ts = head.get("timestamp")
-        self.last_ts = ts if isinstance(ts, int) and ts > 1500000000000 else None
-        cmd = head.get("cmd")
-        sid = head.get("session_id")
-        if not isinstance(cmd, str):
-            return ("bad", "head.cmd missing", None, sid)
-        body = msg.get("body")
+        if type(ts) is not int or ts < 1500000000000:
+            ts = None
+        cmd, sid, body = head.get("cmd"), head.get("session_id"), msg.get("body")
+        if type(sid) is not int:
+            sid = None
+            sid_why = "head.session_id %s" % ("missing" if "session_id" not in head else
+                                               "must be an integer")
+        if type(cmd) is not str:
+            return ("bad", "head.cmd missing or not a string", None, sid, None)
         if topic.endswith("/post_reply"):       # an acknowledgement of one of our events
-            if not isinstance(sid, int) or not cmd.endswith("Reply"):
-                return ("bad", "acknowledgement without session_id or Reply cmd", cmd, sid)
-            return ("ack", cmd[:-5], sid, body.get("result") if isinstance(body, dict) else None)
+            if sid is None or not cmd.endswith("Reply"):
+                return ("bad", "acknowledgement without session_id or Reply cmd", cmd, sid,
+                        None)
+            ok = type(body) is dict and body.get("result") == SUCCESS
+            return ("ack", cmd[:-5], sid, ok, ts)
         if cmd.endswith("Reply"):
             return ("drop", "reply on a service topic")
         why = None
-        target = msg.get("control_equip_id", head.get("dev_id"))
-        if target == self.dn:
-            target = head.get("dev_id", self.dn)
-        if cmd not in SERVICES:
-            why = "unknown cmd " + cmd
+        if cmd not in _FIELDS:
+            why = "unknown cmd " + cmd[:40]
         elif not topic.endswith("/" + cmd):
-            why = "cmd %s on topic %s" % (cmd, topic)
-        elif target != self.dn:
-            why = "addressed to %s, not this pile" % target
-        elif not isinstance(sid, int) or isinstance(sid, bool):
-            return ("bad", "head.session_id missing", cmd, None)
-        elif not isinstance(body, dict):
-            why = "body is not an object"
-        else:
-            for field, (kind, required, low, high) in SERVICES[cmd].items():
-                if field not in body:
-                    if required:
-                        why = "body.%s missing" % field
-                        break
-                    continue
-                value = body[field]
-                if not isinstance(value, kind) or isinstance(value, bool):
-                    why = "body.%s must be %s" % (field, "an integer" if kind is INT
-                                                  else "a string")
-                    break
-                if not low <= (value if kind is INT else len(value)) <= high:
-                    why = "body.%s out of range" % field
-                    break
+            why = "cmd %s on topic %s" % (cmd, topic[-60:])
+        if type(body) is not dict:
+            body = {}
+            why = why or "body is not an object"
+        if "control_equip_id" not in msg and "dev_id" not in head:
+            why = why or "addressed to nobody, not this pile"
+        for who in (msg.get("control_equip_id", self.dn), head.get("dev_id", self.dn),
+                    body.get("dev_id", self.dn)):
+            if who != self.dn:
+                why = why or "addressed to %s, not this pile" % str(who)[:40]
+        if sid is None:
+            why = why or sid_why
+        why = why or _check(body, _FIELDS[cmd])
         if why:
-            return ("bad", why, cmd, sid)
-        return ("service", cmd, sid, body)
+            return ("bad", why, cmd, sid, _ids(cmd, body))
+        return ("service", cmd, sid, _args(cmd, body), ts)
+
+
+def _show(x):
+    """repr of a value for a reason text, cut short (it comes from the network)."""
+    r = repr(x)
+    return r if len(r) <= 24 else r[:21] + "..."
+
+
+def _check(body, rows):
+    """None when body has every field of `rows` (see _FIELDS) right, else the reason."""
+    for row in rows.split(","):
+        row = row.split()
+        name, kind, lo, hi = row[0], row[1], int(row[2]), int(row[3])
+        if name not in body:
+            if kind.islower():
+                return "body.%s missing" % name
+            continue
+        x, kind = body[name], kind.lower()
+        if kind == "i" or kind == "s":
+            t = int if kind == "i" else str
+            if type(x) is not t:
+                return "body.%s must be %s" % (name, "an integer" if kind == "i" else
+                                                "a string")
+            if not lo <= (x if kind == "i" else len(x)) <= hi:
+                return "body.%s out of range" % name
+            continue
+        if type(x) is not list or not lo <= len(x) <= hi:
+            return "body.%s must be a list of %d..%d items" % (name, lo, hi)
+        ilo, ihi = (int(row[4]), int(row[5])) if len(row) > 4 else (0, 1 << 30)
+        for k in range(len(x)):
+            y = x[k]
+            if kind == "t":
+                ok = type(y) is str and _minute(y) >= 0
+            else:
+                ok = type(y) is int and ilo <= y <= ihi
+            if not ok:
+                return "body.%s[%d] %s is not %s" % (
+                    name, k, _show(y), "a valid HHMM time" if kind == "t"
+                    else "an integer %d..%d" % (ilo, ihi))
+    if "time_seg" in rows:                                  # feeModelUpdateSrv
+        segs = body["time_seg"]
+        if not body["time_num"] == len(segs) == len(body["seg_flag"]):
+            return "body.time_seg and seg_flag must both have time_num items"
+        for k in range(1, len(segs)):
+            if _minute(segs[k]) <= _minute(segs[k - 1]):
+                return "body.time_seg[%d] %s is not after time_seg[%d]" % (
+                    k, _show(segs[k]), k - 1)
+    return None
+
+
+def _ids(cmd, body):
+    """What identifies a request that was refused, as far as its body says (reply)."""
+    if cmd == FEE:
+        x = body.get("ele_model_id")
+        return {"id": x} if type(x) is str and 0 < len(x) <= 64 else None
+    gun, trade = body.get("gun_no"), body.get("pre_trade_no")
+    return (gun, trade) if type(gun) is int and 1 <= gun <= 8 and type(trade) is str and \
+        0 < len(trade) <= 64 else None
+
+
+def _minute(hhmm):
+    """Minute of the day of an "HHMM" text, -1 when it is not one."""
+    if len(hhmm) != 4 or not hhmm.isdigit():
+        return -1
+    h, m = int(hhmm[:2]), int(hhmm[2:])
+    return h * 60 + m if h < 24 and m < 60 else -1
+
+
+def _args(cmd, body):
+    """The service's arguments in the firmware's own terms (see the module's text)."""
+    if cmd == FEE:
+        return {"id": body["ele_model_id"], "starts": [_minute(s) for s in body["time_seg"]],
+                "bands": [f - 10 for f in body["seg_flag"]],
+                "power": body["charge_fee"], "service": body["serviceFee"]}
+    if cmd == STOP:
+        return (body["gun_no"], body["pre_trade_no"], body["stop_reason"])
+    mode = body["charge_mode"]
+    return (body["gun_no"], body["pre_trade_no"], mode,
+            body.get("limit_data", 0) * _LIMIT_UNIT.get(mode, 0))
+
+
+# --- strict JSON (RFC 8259) ---------------------------------------------------------------
+# MicroPython's json.loads also takes missing commas and colons, trailing commas, leading
+# zeros, bytes after the document and lone surrogates: this scan refuses them first.
+# `want` is what may come next: a value (_VAL), a key or "}" (_KEY1), a key (_KEY), ":"
+# (_COLON), "," or the end of the container (_NEXT), a value or "]" (_VAL1).
+_VAL = const(0)
+_KEY1 = const(1)
+_KEY = const(2)
+_COLON = const(3)
+_NEXT = const(4)
+_VAL1 = const(5)
+
+
+def strict(b):
+    """None when b (bytes or str) is exactly one RFC 8259 JSON text, else what is wrong."""
+    b = memoryview(b)
+    n, i, want = len(b), 0, _VAL
+    stack, d = bytearray(_DEPTH), 0     # the open containers: 123 "{" or 91 "["
+    while True:
+        while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+            i += 1
+        if i == n:
+            return None if want == _NEXT and not d else "ends early"
+        c = b[i]
+        if want == _NEXT:
+            if not d:
+                return "bytes after the document at %d" % i
+            if c == 44:                                         # ,
+                want = _KEY if stack[d - 1] == 123 else _VAL
+            elif c == stack[d - 1] + 2:                         # } or ]
+                d -= 1
+            else:
+                return "',' or end of container expected at %d" % i
+            i += 1
+            continue
+        if want == _COLON:
+            if c != 58:
+                return "':' expected at %d" % i
+            want, i = _VAL, i + 1
+            continue
+        if want == _KEY1 and c == 125 or want == _VAL1 and c == 93:
+            want, i, d = _NEXT, i + 1, d - 1
+            continue
+        if want == _KEY1 or want == _KEY:
+            if c != 34:
+                return "key expected at %d" % i
+            want = _COLON
+        elif c == 123 or c == 91:                               # { [
+            if d == _DEPTH:
+                return "nested deeper than %d" % _DEPTH
+            stack[d] = c
+            want, i, d = (_KEY1 if c == 123 else _VAL1), i + 1, d + 1
+            continue
+        else:
+            want = _NEXT
+        if c == 34:
+            i = _string(b, i + 1, n)
+        elif c == 116 or c == 102 or c == 110:                  # true false null
+            word = b"true" if c == 116 else b"false" if c == 102 else b"null"
+            i = i + len(word) if bytes(b[i:i + len(word)]) == word else ~i
+        else:
+            i = _number(b, i, n)
+        if i < 0:
+            return "bad value at %d" % ~i
+
+
+def _string(b, i, n):
+    """Index after the string whose text starts at i, or ~i (negative) where it goes wrong."""
+    low = False                 # a \u high surrogate must come next
+    while i < n:
+        c = b[i]
+        if low and c != 92:
+            return ~i
+        if c == 34:
+            return i + 1
+        if c < 32:
+            return ~i
+        if c >= 128:                                        # UTF-8: RFC 3629 ranges
+            k = 1 if 0xC2 <= c <= 0xDF else 2 if 0xE0 <= c <= 0xEF else \
+                3 if 0xF0 <= c <= 0xF4 else 0
+            lo = 0xA0 if c == 0xE0 else 0x90 if c == 0xF0 else 0x80
+            hi = 0x9F if c == 0xED else 0x8F if c == 0xF4 else 0xBF     # no surrogates
+            if not k or i + k >= n or not lo <= b[i + 1] <= hi:
+                return ~i
+            for j in range(i + 2, i + k + 1):
+                if not 0x80 <= b[j] <= 0xBF:
+                    return ~i
+            i += k
+        if c == 92:
+            i += 1
+            if i == n:
+                return ~i
+            c = b[i]
+            if c == 117:                                    # \uXXXX
+                h = bytes(b[i + 1:i + 5])
+                if len(h) < 4 or [x for x in h if x not in b"0123456789abcdefABCDEF"]:
+                    return ~i
+                u = int(h, 16)
+                is_low = 0xDC00 <= u <= 0xDFFF
+                if is_low != low:
+                    return ~i
+                low = 0xD800 <= u <= 0xDBFF
+                i += 4
+            elif low or c not in b'"\\/bfnrt':
+                return ~i
+        i += 1
+    return ~i
+
+
+def _number(b, i, n):
+    """Index after the number at i, or ~i (negative) where it is not one."""
+    start = i
+    if b[i] == 45:                                          # -
+        i += 1
+    if i < n and b[i] == 48:                                # 0: no digits may follow
+        i += 1
+    else:
+        j = i
+        while i < n and 48 <= b[i] <= 57:
+            i += 1
+        if i == j:
+            return ~start
+    for lead, signed in ((46, False), (101, True)):         # . fraction, e exponent
+        if i < n and (b[i] == lead or signed and b[i] == 69):
+            i += 1
+            if signed and i < n and (b[i] == 43 or b[i] == 45):
+                i += 1
+            j = i
+            while i < n and 48 <= b[i] <= 57:
+                i += 1
+            if i == j:
+                return ~start
+    return i

@@ -26,8 +26,8 @@ def _unload():
 
 
 class Provisioner:
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def __init__(self, cfg, board):
+        self.cfg, self.board = cfg, board       # board: the clock (onekey sets it)
         self.last_error = None
         self.attempts = 0
         self.stored = store.load(FILE)

@@ -5,9 +5,10 @@ then the JSON text.  save() writes ``name.tmp``, turns the current ``name`` into
 ``name.bak`` and renames the new file over ``name`` (two renames, no second write), so
 a power cut at any point leaves a whole document behind: ``name``, else a complete
 ``name.tmp``, else ``name.bak`` (one generation older).  load() takes the first of those
-three that is whole and has the expected type; a file that is torn or corrupt is logged
-and kept aside as ``name.bad`` for the technician, and a missing or unusable document
-gives the default, so bad flash never crashes the boot.  load() reads the file in small
+three that is whole, has the expected type and passes the caller's content check (the
+same rules the caller keeps when it writes); a file that is torn, corrupt or makes no
+sense is logged and kept aside as ``name.bad`` for the technician, and a missing or
+unusable document gives the default, so bad flash never crashes the boot.  load() reads the file in small
 pieces (CRC) and parses it from the stream: no copy of the whole text is ever held.
 
 save() never raises: a failure (flash full, out of memory) is logged and returns False,
@@ -21,6 +22,27 @@ from binascii import crc32
 from pile import log
 
 root = ""
+
+
+def init(top):
+    """Use directory `top` (created if missing) for every document; return None when a
+    file can be written and removed there, else the reason (the pile must then not
+    charge: a pile that cannot journal must not bill)."""
+    global root
+    root = top
+    if top:
+        try:
+            os.mkdir(top)
+        except OSError:
+            pass                    # there already (or not makeable: the probe says)
+    probe = path(".probe")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+        return None
+    except OSError as e:
+        return "storage %s not writable: %r" % (top or ".", e)
 
 
 def path(name):
@@ -47,10 +69,11 @@ def save(name, obj):
         return False
 
 
-def load(name, default=None):
+def load(name, default=None, check=None):
     """The document `name` (or its newest whole generation), else default.
 
-    When default is not None the document must have its type (a dict for {}, ...)."""
+    When default is not None the document must have its type (a dict for {}, ...);
+    check(document) returns None when its content is sound, else the reason."""
     p = path(name)
     for suffix in ("", ".tmp", ".bak"):
         try:
@@ -73,7 +96,10 @@ def load(name, default=None):
                 obj = json.load(f)
             if default is not None and type(obj) is not type(default):
                 raise ValueError("not a %s" % type(default).__name__)
-        except Exception as e:      # torn, corrupt, not JSON, wrong type
+            why = check(obj) if check else None
+            if why:
+                raise ValueError(why)
+        except Exception as e:      # torn, corrupt, not JSON, wrong type or content
             log.error("store", "%s%s unreadable (%s); kept as %s.bad"
                       % (name, suffix, e, name))
             try:

@@ -1,13 +1,13 @@
-"""The fee model in force: received from the platform, validated, kept on flash.
+"""The fee model in force: received from the platform, vetted, kept on flash.
 
-update() takes a feeModelUpdateSrv body: a valid model replaces the stored one
-atomically; an invalid one (or one that cannot be stored) is refused with the reason and
-the old one stays.  A session keeps a reference to the model it started with (a new
-model is a new object, the old one is never changed), so a model received mid-charge
-applies from the next session.  The id in force is reported in firmwareEvt.ele_model_id.
+update() takes a compact model (pile.protocol decodes feeModelUpdateSrv into one): a
+sound model replaces the stored one atomically; an unsound one (or one that cannot be
+stored) is refused with the reason and the old one stays.  A session keeps a reference
+to the model it started with (a new model is a new object, the old one is never
+changed), so a model received mid-charge applies from the next session.
 
-The validation (pile.feemodel) is imported only for that moment, at boot and when a
-model arrives, and dropped again afterwards so that its code leaves the heap.
+The vetting (pile.feemodel) is imported only for that moment, at boot and when a model
+arrives, and dropped again afterwards so that its code leaves the heap.
 """
 import sys
 
@@ -16,11 +16,11 @@ from pile import log, store
 FILE = "feemodel.json"
 
 
-def _vet(body, stored):
-    """pile.feemodel's check(body) (stored) or parse(body) (arrived), then forget it."""
+def vet(model):
+    """pile.feemodel.check(model), then forget the module (see above)."""
     import pile.feemodel as fm
     try:
-        return fm.check(body) if stored else fm.parse(body)
+        return fm.check(model)
     finally:
         del sys.modules["pile.feemodel"]
         del sys.modules["pile"].feemodel
@@ -28,19 +28,14 @@ def _vet(body, stored):
 
 class Tariff:
     def __init__(self):
-        model = store.load(FILE)
-        why = _vet(model, True) if model is not None else None
-        if why:
-            log.error("tariff", "stored fee model rejected (%s); none in force" % why)
-            model = None
-        self.model = model
+        self.model = store.load(FILE, None, vet)
 
     def model_id(self):
         return self.model["id"] if self.model else ""
 
-    def update(self, body):
+    def update(self, model):
         """Return None when the model was taken, else the reason it was refused."""
-        model, why = _vet(body, False)
+        why = vet(model)
         if why:
             log.warn("tariff", "fee model refused: %s" % why)
             return why

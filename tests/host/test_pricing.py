@@ -4,9 +4,10 @@ independent reference does (PROTOCOL.md section 5).
 The reference below is plain CPython integer arithmetic and does not import firmware
 code: local time through datetime, the fee model straight from the wire body
 (feeModelUpdateSrv), truncating integer money.  The firmware side runs in one MicroPython
-process: feemodel.parse on the wire body, Charger.add_energy for every energy increment at
-its board time (fees.local_minute and fees.band_at), Charger.order and fees.bill at the
-end.  A session is a list of (epoch_ms, mWh) increments; sessions cross band boundaries,
+process, the path a real message takes: protocol.decode of the feeModelUpdateSrv text and
+tariff.vet, Session.add for every energy increment at its wall time (fees.local_minute
+and fees.band_at), Session.record and protocol.order (the orderUpdateEvt body) at the
+end, protocol.status for acGunRunIty's total_cost.  A session is a list of (epoch_ms, mWh) increments; sessions cross band boundaries,
 local midnight, run under several time zones, and some deliver no energy at all.
 """
 import datetime
@@ -22,37 +23,42 @@ SESSIONS = 2000
 
 RUNNER = r"""
 import json, sys
-from pile import feemodel, fees, store
-from pile import session as S
-store.save = lambda name, obj: True         # checkpoints: not what is measured here
+from pile import config, store
+from pile.protocol import Protocol
+from pile.session import Session
+from pile.tariff import vet
+store.save = lambda name, obj: True         # checkpoints, event ids: not measured here
 
-class Board:
-    t = 0
-    def now_ms(self): return self.t
-    def ticks_ms(self): return 0
-    def cp_set(self, duty): pass
-    def relay_set(self, closed): pass
+cfg = dict(config.DEFAULTS, dev_id="D")
+proto = Protocol(cfg, {}, lambda: 0, lambda: True)
+TOPIC = "/sys/HCI-EVA7/D/thing/service/feeModelUpdateSrv"
 
-RATINGS = {"ratings": {"ot_cur": 320, "cable_a": 32, "nominal_v": 220}}
-board = Board()
+
+def body(msg):
+    return json.loads(bytes(msg[2]))["body"]
+
+
 out = open(sys.argv[2], "w")
 for line in open(sys.argv[1]):
     x = json.loads(line)
-    model, why = feemodel.parse(x["model"])
+    srv = {"head": {"cmd": "feeModelUpdateSrv", "dev_id": "D", "session_id": 1},
+           "body": x["model"]}
+    got = proto.decode(TOPIC, json.dumps(srv))
+    why = got[1] if got[0] == "bad" else vet(got[3])
     if why:
         out.write(json.dumps({"refused": why}) + "\n")
         continue
-    ch = S.Charger(board, {"tz_min": x["tz"]}, RATINGS, None, None, None, None)
-    ch.state = 13                  # work_status: charging
-    ch.s = s = {"trade": x["trade"], "mode": 10, "limit": 0, "model": model,
-                "e": [0, 0, 0, 0], "chg_ms": 0, "start_ms": x["start_ms"],
-                "sum_start": x["sum_start"], "saved": 0}
+    model = got[3]
+    s = Session(x["trade"], 10, 0, model, 0)
+    s.begin(0, x["start_ms"], x["sum_start"])
     for ms, mwh in x["incs"]:
-        board.t = ms
-        ch.add_energy(mwh)
-    s["end_ms"] = x["end_ms"]
-    order = ch.order(s, x["reason"])
-    order["total_cost"] = fees.bill(s["e"], model)["total_cost"]   # acGunRunIty's
+        s.add(mwh, ms, x["tz"])
+    s.advance(x["end_ms"] - x["start_ms"])
+    r = s.record(x["reason"], x["end_ms"])
+    order = body(proto.order(r[1], r[2], r[3], r[4], r[7], r[8], r[5], r[6], r[9]))
+    st = body(proto.status((13, True, True, True, 53, 0, 0, 0, None, x["trade"], 0, s.e,
+                            model)))
+    order["total_cost"] = st["total_cost"]           # acGunRunIty's
     out.write(json.dumps(order) + "\n")
 out.close()
 """

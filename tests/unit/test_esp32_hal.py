@@ -1,9 +1,12 @@
 """Unit tests of hal.esp32.Board on a fake machine / network / ntptime layer (MicroPython).
 
 The fakes below are inserted into sys.modules before hal.esp32 is imported; they record
-PWM duty, pin writes, ADC reads, watchdog feeds, timers and IRQ handlers.  The module's
-``time`` is replaced by FakeTime, which counts from 2000-01-01 like the ESP32 and whose
-microsecond clock advances 20 us per ADC read.
+PWM duty, pin writes, ADC reads (with their fake time, when FakeADC.log is a list),
+watchdog feeds, timers and IRQ handlers.  The module's ``time`` is replaced by FakeTime,
+which counts from 2000-01-01 like the ESP32 and whose microsecond clock advances 20 us
+per ADC read and 1 us per reading of the clock itself (so a busy wait on it ends);
+asyncio sleeps take real time and no fake time.  adc_burst and leak_selftest are
+coroutines, run with kit.run.
 """
 import json
 import math
@@ -11,6 +14,11 @@ import sys
 import time
 
 import micropython
+
+from kit import run
+import asyncio as _asyncio
+
+_plain_sleep = _asyncio.sleep_ms
 
 Y2K = 946684800
 
@@ -54,12 +62,15 @@ class FakeADC:
     src = {}        # gpio -> function returning the next read_u16 value
     uv = {}         # gpio -> read_uv value
     reads = 0
+    log = None      # a list: (fake us at the read, gpio) of every read_u16
 
     def __init__(self, pin, atten=None):
         self.n, self.atten = pin.n, atten
 
     def read_u16(self):
         FakeADC.reads += 1
+        if FakeADC.log is not None:
+            FakeADC.log.append((FakeTime.us, self.n))
         FakeTime.us += 20
         return FakeADC.src[self.n]()
 
@@ -167,7 +178,8 @@ class FakeTime:
 
     @staticmethod
     def ticks_us():
-        return FakeTime.us
+        FakeTime.us += 1
+        return FakeTime.us - 1
 
     @staticmethod
     def time_ns():
@@ -205,6 +217,23 @@ def _sine(offset, amp, per_period):
         k[0] += 1
         return int(offset + amp * math.sin(2 * math.pi * k[0] / per_period)) << 4
     return read
+
+
+def _sleep(ms):
+    """asyncio.sleep_ms as the board has it: the fake clock moves on by the time slept."""
+    import asyncio
+    FakeTime.us += ms * 1000
+    return _plain_sleep(0)
+
+
+def burst(b):
+    """One adc_burst, its awaits passing fake time as real sleeps pass real time."""
+    import asyncio
+    asyncio.sleep_ms = _sleep
+    try:
+        return run(b.adc_burst())
+    finally:
+        asyncio.sleep_ms = _plain_sleep
 
 
 def _board(**over):
@@ -283,37 +312,129 @@ def test_relay_lock_and_feedback():
     assert b.lock_feedback()
 
 
-def test_adc_burst_covers_the_mains_cycle():
+def _slices(gpio):
+    """The fake times of the reads of `gpio` in FakeADC.log, cut where they pause."""
+    out = []
+    last = None
+    for t, n in FakeADC.log:
+        if n != gpio:
+            continue
+        if last is None or t - last > 1000:
+            out.append([])
+        out[-1].append(t)
+        last = t
+    return out
+
+
+def test_adc_burst_slices_tile_the_mains_cycle():
+    """A burst is 4 slices of a quarter cycle (5 ms at 50 Hz: the longest the loop is
+    blocked), each starting one cycle and one quarter after the one before, so that their
+    phases tile one whole cycle; the buffers are sized so a slice fills its quarter."""
     b = _board()
-    v, i, p = b.adc_burst()                   # first burst: sizes the buffers
-    assert len(v) == len(i) == 64 and p == 40, (len(v), p)   # 2 reads x 20 us per pair
-    v, i, p = b.adc_burst()
-    assert p == 40 and len(v) * p >= 20000 and (len(v) - 1) * p < 20000, (len(v), p)
-    assert type(v) is type(i) is type(esp32.array("h"))
-    assert 400 <= min(v) and max(v) <= 3700 and min(i) >= 1600
-    v2, i2, _ = b.adc_burst()
-    assert v2 is v and i2 is i                # converged: the buffers are reused
+    FakeADC.log = []
+    try:
+        v, i, p = burst(b)            # first burst: sizes the buffers
+        assert len(v) == len(i) == 16 and p == 40, (len(v), p)   # 2 reads x 20 us a pair
+        assert [len(s) for s in _slices(P["v_adc"])] == [4] * 4
+        FakeADC.log = []
+        v, i, p = burst(b)
+        assert p == 40 and len(v) == len(i) == 500, (len(v), p)
+        assert type(v) is type(i) is type(esp32.array("h"))
+        assert 400 <= min(v) and max(v) <= 3700 and min(i) >= 1600
+        for gpio in (P["v_adc"], P["i_adc"]):
+            sl = _slices(gpio)
+            assert [len(s) for s in sl] == [125] * 4, [len(s) for s in sl]
+            starts = [s[0] for s in sl]
+            assert [starts[k + 1] - starts[k] for k in range(3)] == [25000] * 3, starts
+            assert sorted((t - starts[0]) % 20000 for t in starts) == [0, 5000, 10000, 15000]
+            for s in sl:    # each slice fills its quarter, and reads no longer than that
+                assert 5000 - 40 <= s[-1] + 40 - s[0] <= 5000, s[-1] - s[0]
+        FakeADC.log = []
+        v2, i2, _ = burst(b)
+        assert v2 is v and i2 is i                # converged: the buffers are reused
+    finally:
+        FakeADC.log = None
     b = _board(hw={"max_pairs": 100})
-    b.adc_burst()
-    assert len(b.adc_burst()[0]) == 100       # never above the board's cap
+    burst(b)
+    assert len(burst(b)[0]) == 100  # never above the board's cap
+
+
+def test_adc_burst_late_slice_keeps_its_phase():
+    """When the loop comes back after a slice's start (another task ran long during the
+    await), the slice starts whole cycles later, at the same phase: the phases still tile
+    the cycle."""
+    import asyncio
+    b = _board()
+    burst(b)                        # size the buffers (125 pairs a slice)
+    n = [0]
+
+    def late(ms):                             # the first wait comes back 30 ms late
+        n[0] += 1
+        if n[0] == 1:
+            FakeTime.us += 30000
+        return _sleep(ms)
+    FakeADC.log = []
+    try:
+        asyncio.sleep_ms = late
+        run(b.adc_burst())
+        sl = _slices(P["i_adc"])
+    finally:
+        FakeADC.log = None
+        asyncio.sleep_ms = _plain_sleep
+    starts = [s[0] for s in sl]
+    assert n[0] >= 3 and [len(s) for s in sl] == [125] * 4, (n, [len(s) for s in sl])
+    assert sorted((t - starts[0]) % 20000 for t in starts) == [0, 5000, 10000, 15000], starts
+    assert starts[1] - starts[0] in (45000, 65000), starts     # whole cycles later
+    assert starts[2] - starts[1] == starts[3] - starts[2] == 25000, starts
+
+
+def test_adc_burst_two_cycles():
+    """hw cycles 2: 8 slices whose phases tile two whole cycles (each quarter twice)."""
+    b = _board(hw={"cycles": 2})
+    burst(b)
+    FakeADC.log = []
+    try:
+        v, i, p = burst(b)
+        sl = _slices(P["v_adc"])
+    finally:
+        FakeADC.log = None
+    # the cap (max_pairs 600) leaves 75 pairs of the 125 a quarter could hold
+    assert len(v) == 600 and [len(s) for s in sl] == [75] * 8, (len(v), [len(s) for s in sl])
+    starts = [s[0] for s in sl]
+    assert [starts[k + 1] - starts[k] for k in range(7)] == [25000] * 7, starts
+    assert sorted((t - starts[0]) % 20000 for t in starts) == \
+        [0, 0, 5000, 5000, 10000, 10000, 15000, 15000]
 
 
 def test_gun_temperature_ntc():
     b = _board()
-    assert b.gun_temp_c() == 25.0             # mid-scale: NTC == r_fixed == r25 -> 25 C
+    assert b.gun_temp() == 250                # mid-scale: NTC == r_fixed == r25 -> 25.0 C
     FakeADC.uv[P["ntc_adc"]] = 2500000        # NTC on top: higher voltage = lower R = hotter
-    assert b.gun_temp_c() == 25.0             # cached for a second
+    assert b.gun_temp() == 250                # cached for a second
     b._temp_t -= 1000
-    t = b.gun_temp_c()
+    t = b.gun_temp()
     x = 1 - 2.5 / 3.3
     r = 10000 * x / (1 - x)
     want = 1 / (1 / 298.15 + math.log(r / 10000) / 3950) - 273.15
-    assert abs(t - want) < 0.06 and t > 40, t
+    assert type(t) is int and t == int(want * 10) == 530, (t, want)     # tenths of a degree
     FakeADC.uv[P["ntc_adc"]] = 0              # open sensor: fail safe, trips over-temperature
     b._temp_t -= 1000
-    assert b.gun_temp_c() == 250.0
+    assert b.gun_temp() == 2500               # 250.0 C
+    for uv in (3300000, 3250000, 40000):      # shorted, and within 2 % of either rail
+        FakeADC.uv[P["ntc_adc"]] = uv
+        b._temp_t -= 1000
+        assert b.gun_temp() == 2500, uv
     b = _board(pins={"ntc_adc": -1})
-    assert b.gun_temp_c() is None
+    assert b.gun_temp() is None
+
+
+def _levels(history):
+    """The levels a pin went through (repeated writes of one level count once)."""
+    out = []
+    for x in history:
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
 
 
 def test_inputs_button_and_selftest():
@@ -345,8 +466,8 @@ def test_inputs_button_and_selftest():
     FakePin.value = wired
     try:
         b.relay_set(True)
-        assert b.leak_selftest()
-        assert rcd.history == [1, 0] and _pin("relay").v == 1
+        assert run(b.leak_selftest())
+        assert _levels(rcd.history) == [1, 0] and _pin("relay").v == 1   # on, then off
     finally:
         FakePin.value = plain
     time.sleep_ms(1)
@@ -354,8 +475,34 @@ def test_inputs_button_and_selftest():
     leak.handler(leak)                        # outside a test: a leakage alarm
     time.sleep_ms(1)
     assert got == ["leakage"] and _pin("relay").v == 0, got
-    assert not b.leak_selftest()              # no answer: the detector is dead
-    assert _board(pins={"rcd_test": -1}).leak_selftest()
+    n = len(rcd.history)
+    assert not run(b.leak_selftest())         # no answer: the detector is dead
+    assert _levels(rcd.history[n:]) == [1, 0] and rcd.v == 0   # the winding is off again
+    assert run(_board(pins={"rcd_test": -1}).leak_selftest())
+
+
+def test_selftest_cancelled_leaves_the_winding_off():
+    """The RCD test awaits; cancelled half way (the pile shuts down), the test winding
+    is switched off again and a later leakage edge counts as an alarm."""
+    import asyncio
+    b = _board()
+    rcd, leak = _pin("rcd_test"), _pin("leak")
+    got = []
+    b.on_alarm(got.append)
+
+    async def main():
+        t = asyncio.create_task(b.leak_selftest())
+        await asyncio.sleep_ms(10)
+        assert rcd.v == 1                     # the test runs (the detector never answers)
+        t.cancel()
+        await asyncio.sleep_ms(5)
+    asyncio.run(main())
+    assert rcd.v == 0 and _levels(rcd.history) == [1, 0]
+    b.relay_set(True)
+    leak.v = 1
+    leak.handler(leak)
+    time.sleep_ms(1)
+    assert got == ["leakage"] and _pin("relay").v == 0, got
 
 
 def test_alarm_irq_opens_the_relay_without_allocating():
@@ -507,7 +654,12 @@ def test_the_application_runs_on_it():
             await asyncio.wait_for_ms(app.main(), 600)
         except asyncio.TimeoutError:
             pass
-    asyncio.run(run())
+    fake_us = FakeTime.ticks_us
+    FakeTime.ticks_us = time.ticks_us          # the app's sleeps pass time: real µs here
+    try:
+        asyncio.run(run())
+    finally:
+        FakeTime.ticks_us = fake_us
     st = app.status()
     assert st["cp"] == "A" and st["relay"] is False and st["faults"] == [], st
     assert 200000 < st["v_mv"] < 240000 and st["temp_c"] == 25.0, st

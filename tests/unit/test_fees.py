@@ -1,119 +1,22 @@
-"""pile.feemodel: fee model validation; pile.fees: band lookup, money rule."""
+"""pile.feemodel: vetting a compact fee model; pile.fees: band lookup, local minute and the
+money rule (PROTOCOL.md section 5: integers, a band's cost from its whole energy,
+truncated; totals are sums of the bands).  Runs inside MicroPython.  The wire body's
+checks (feeModelUpdateSrv) are pile.protocol's: tests/unit/test_protocol.py."""
 from pile import feemodel, fees
-
-
-def seed_body():
-    """The body of the seed's feeModelUpdateSrv example."""
-    return {
-        "ele_model_id": "1223213",
-        "time_num": 3,
-        "time_seg": ["1023", "1230", "1430"],
-        "seg_flag": [10, 11, 12],
-        "charge_fee": [10000, 50000, 20000, 10000],
-        "serviceFee": [20000, 20000, 20000, 10000],
-    }
-
 
 SEED_MODEL = {"id": "1223213", "starts": [623, 750, 870], "bands": [0, 1, 2],
               "power": [10000, 50000, 20000, 10000],
               "service": [20000, 20000, 20000, 10000]}
 
 
-def test_parse_seed():
-    model, why = feemodel.parse(seed_body())
-    assert why is None, why
-    assert model == SEED_MODEL, model
-    assert feemodel.check(model) is None
-
-
-def test_parse_full_day_14_segments():
-    b = seed_body()
-    b["time_num"] = 14
-    b["time_seg"] = ["%02d00" % h for h in range(0, 24, 2)] + ["2300", "2359"]
-    b["seg_flag"] = [10, 11, 12, 13] * 3 + [10, 13]
-    model, why = feemodel.parse(b)
-    assert why is None, why
-    assert model["starts"][-1] == 1439 and model["bands"][-1] == 3
-
-
-def test_parse_copies_prices():
-    b = seed_body()
-    model, _ = feemodel.parse(b)
-    b["charge_fee"][0] = 1
-    assert model["power"][0] == 10000
-
-
-BAD = (
-    # (field, bad value, word that must appear in the reason); None deletes the field
-    ("ele_model_id", None, "ele_model_id"),
-    ("ele_model_id", "", "ele_model_id"),
-    ("ele_model_id", 1223213, "ele_model_id"),
-    ("time_num", None, "time_num"),
-    ("time_num", 0, "time_num"),
-    ("time_num", 15, "time_num"),
-    ("time_num", 2, "time_seg"),          # lengths no longer agree
-    ("time_num", True, "time_num"),
-    ("time_num", "3", "time_num"),
-    ("time_num", 3.0, "time_num"),
-    ("time_seg", None, "time_seg"),
-    ("time_seg", "1023,1230,1430", "time_seg"),
-    ("time_seg", ["1023", "1230"], "time_seg"),
-    ("time_seg", ["1023", "1230", "1430", "1500"], "time_seg"),
-    ("time_seg", ["1023", "1230", "2400"], "time_seg[2]"),
-    ("time_seg", ["1023", "1260", "1430"], "time_seg[1]"),
-    ("time_seg", ["123", "1230", "1430"], "time_seg[0]"),
-    ("time_seg", ["10:3", "1230", "1430"], "time_seg[0]"),
-    ("time_seg", ["1023", "12a0", "1430"], "time_seg[1]"),
-    ("time_seg", ["1023", "-230", "1430"], "time_seg[1]"),
-    ("time_seg", [1023, 1230, 1430], "time_seg[0]"),
-    ("time_seg", ["1230", "1023", "1430"], "time_seg[1]"),   # not ascending
-    ("time_seg", ["1023", "1230", "1230"], "time_seg[2]"),   # not strictly
-    ("seg_flag", None, "seg_flag"),
-    ("seg_flag", [10, 11], "seg_flag"),
-    ("seg_flag", [10, 11, 12, 13], "seg_flag"),
-    ("seg_flag", [9, 11, 12], "seg_flag[0]"),
-    ("seg_flag", [10, 14, 12], "seg_flag[1]"),
-    ("seg_flag", [10, 11, True], "seg_flag[2]"),
-    ("seg_flag", [10, 11, "12"], "seg_flag[2]"),
-    ("seg_flag", [10, 11, 12.0], "seg_flag[2]"),
-    ("charge_fee", None, "charge_fee"),
-    ("charge_fee", [1, 2, 3], "charge_fee"),
-    ("charge_fee", [1, 2, 3, 4, 5], "charge_fee"),
-    ("charge_fee", {"a": 1}, "charge_fee"),
-    ("charge_fee", [1, 2, -3, 4], "charge_fee[2]"),
-    ("charge_fee", [1, 2, 3, 4.5], "charge_fee[3]"),
-    ("charge_fee", [True, 2, 3, 4], "charge_fee[0]"),
-    ("charge_fee", [1, "2", 3, 4], "charge_fee[1]"),
-    ("serviceFee", None, "serviceFee"),
-    ("serviceFee", [1, 2, 3], "serviceFee"),
-    ("serviceFee", [1, 2, 3, -1], "serviceFee[3]"),
-    ("serviceFee", [1, None, 3, 4], "serviceFee[1]"),
-)
-
-
-def test_parse_rejects_every_bad_field():
-    for field, value, word in BAD:
-        b = seed_body()
-        if value is None:
-            del b[field]
-        else:
-            b[field] = value
-        model, why = feemodel.parse(b)
-        assert model is None, (field, value)
-        assert type(why) is str and word in why, (field, value, why)
-
-
-def test_parse_rejects_non_object():
-    for body in (None, [], "x", 3):
-        model, why = feemodel.parse(body)
-        assert model is None and "body" in why
-
-
-def test_reason_is_short_for_huge_values():
-    b = seed_body()
-    b["time_seg"] = ["x" * 5000, "1230", "1430"]
-    _, why = feemodel.parse(b)
-    assert "time_seg[0]" in why and len(why) < 80, why
+def test_seed_model_is_sound():
+    assert feemodel.check(SEED_MODEL) is None
+    one = {"id": "x" * 64, "starts": [0], "bands": [3], "power": [0] * 4, "service": [0] * 4}
+    assert feemodel.check(one) is None
+    full = {"id": "x", "starts": [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100,
+                                  1200, 1439], "bands": [0, 1, 2, 3] * 3 + [0, 3],
+            "power": [0, 1, 2, 1 << 30], "service": [0] * 4}
+    assert feemodel.check(full) is None
 
 
 def corrupt(key, value):
@@ -128,7 +31,7 @@ def corrupt(key, value):
 def test_check_corrupted_models():
     cases = (
         None, [], "model",
-        corrupt("id", None), corrupt("id", ""), corrupt("id", 5),
+        corrupt("id", None), corrupt("id", ""), corrupt("id", 5), corrupt("id", "x" * 65),
         corrupt("starts", None), corrupt("starts", []), corrupt("starts", list(range(15))),
         corrupt("starts", [623, 623, 870]), corrupt("starts", [750, 623, 870]),
         corrupt("starts", [623, 750, 1440]), corrupt("starts", [-1, 750, 870]),
@@ -196,61 +99,52 @@ def test_cost_truncates():
         assert fees.cost(e, price) == want, (e, price, fees.cost(e, price))
 
 
-FIELDS = ["total_elect", "total_power_cost", "total_serv_cost", "total_cost"]
-for _b in ("sharp", "peak", "flat", "valley"):
-    FIELDS += [_b + "_elect", _b + "_power_cost", _b + "_serv_cost"]
-
-
-def test_bill_reproduces_seed_order():
+def test_seed_order_by_hand():
     # the seed's orderUpdateEvt: sharp 21 (0.021 kWh), 1085 power and 1085 service,
     # consistent with 21.7 Wh at 5.0000 yuan/kWh for both
-    m = {"id": "130882763317428226", "starts": [0], "bands": [0],
-         "power": [50000, 0, 0, 0], "service": [50000, 0, 0, 0]}
-    r = fees.bill([21700, 0, 0, 0], m)
-    assert sorted(r) == sorted(FIELDS), sorted(r)
-    want = {"sharp_elect": 21, "sharp_power_cost": 1085, "sharp_serv_cost": 1085,
-            "peak_elect": 0, "peak_power_cost": 0, "peak_serv_cost": 0,
-            "flat_elect": 0, "flat_power_cost": 0, "flat_serv_cost": 0,
-            "valley_elect": 0, "valley_power_cost": 0, "valley_serv_cost": 0,
-            "total_elect": 21, "total_power_cost": 1085, "total_serv_cost": 1085,
-            "total_cost": 2170}
-    assert r == want, r
+    e, power, service = [21700, 0, 0, 0], [50000, 0, 0, 0], [50000, 0, 0, 0]
+    assert [fees.cost(e[b], power[b]) for b in range(4)] == [1085, 0, 0, 0]
+    assert fees.wh(e) == 21
+    assert fees.money(e, power) == 1085 and fees.money(e, service) == 1085
+    assert fees.money(e, power) + fees.money(e, service) == 2170      # total_cost
 
 
-def test_bill_mixed_bands_by_hand():
+def test_mixed_bands_by_hand():
     # seed model prices: power 1.0/5.0/2.0/1.0, service 2.0/2.0/2.0/1.0 yuan/kWh
     e = [1234567, 2000999, 0, 5555555]   # mWh: 1.234567, 2.000999, 0, 5.555555 kWh
-    r = fees.bill(e, SEED_MODEL)
-    assert (r["sharp_elect"], r["peak_elect"], r["flat_elect"], r["valley_elect"]) == \
-        (1234, 2000, 0, 5555)
+    m = SEED_MODEL
     # 1234567 * 10000 // 10**6 = 12345 ; * 20000 -> 24691
-    assert (r["sharp_power_cost"], r["sharp_serv_cost"]) == (12345, 24691)
+    assert (fees.cost(e[0], m["power"][0]), fees.cost(e[0], m["service"][0])) == (12345, 24691)
     # 2000999 * 50000 // 10**6 = 100049 ; * 20000 -> 40019
-    assert (r["peak_power_cost"], r["peak_serv_cost"]) == (100049, 40019)
-    assert (r["flat_power_cost"], r["flat_serv_cost"]) == (0, 0)
+    assert (fees.cost(e[1], m["power"][1]), fees.cost(e[1], m["service"][1])) == (100049, 40019)
+    assert (fees.cost(e[2], m["power"][2]), fees.cost(e[2], m["service"][2])) == (0, 0)
     # 5555555 * 10000 // 10**6 = 55555 (both)
-    assert (r["valley_power_cost"], r["valley_serv_cost"]) == (55555, 55555)
-    assert r["total_elect"] == 1234 + 2000 + 5555
-    assert r["total_power_cost"] == 12345 + 100049 + 55555
-    assert r["total_serv_cost"] == 24691 + 40019 + 55555
-    assert r["total_cost"] == r["total_power_cost"] + r["total_serv_cost"]
+    assert (fees.cost(e[3], m["power"][3]), fees.cost(e[3], m["service"][3])) == (55555, 55555)
+    assert fees.wh(e) == 1234 + 2000 + 0 + 5555
+    assert fees.money(e, m["power"]) == 12345 + 100049 + 55555
+    assert fees.money(e, m["service"]) == 24691 + 40019 + 55555
 
 
 def test_band_cost_uses_full_energy():
     # 999 mWh reports 0 Wh, yet costs 0.0009 yuan at 1 yuan/kWh
-    m = {"id": "x", "starts": [0], "bands": [2], "power": [10000] * 4,
-         "service": [0] * 4}
-    r = fees.bill([999, 999, 999, 999], m)
-    assert r["flat_elect"] == 0 and r["flat_power_cost"] == 9
-    assert r["total_power_cost"] == 36
-    # total_elect is the sum of the reported band values (0), not 3996 // 1000 (3)
-    assert r["total_elect"] == 0
+    e = [999, 999, 999, 999]
+    assert fees.cost(999, 10000) == 9 and 999 // 1000 == 0
+    assert fees.money(e, [10000] * 4) == 36
+    # the energy total is the sum of the truncated bands (0), not 3996 // 1000 (3)
+    assert fees.wh(e) == 0
+    assert fees.wh([1999, 999, 0, 2500]) == 3       # 1 + 0 + 0 + 2, not 5498 // 1000 = 5
 
 
-def test_bill_large_session_integers():
+def test_money_without_prices_is_zero():
+    assert fees.money([10 ** 9, 1, 2, 3], None) == 0
+    assert fees.money([0, 0, 0, 0], [50000] * 4) == 0
+
+
+def test_large_session_integers():
     e = [10 ** 9, 2 * 10 ** 9, 3 * 10 ** 9, 4 * 10 ** 9]   # 1000..4000 kWh
-    r = fees.bill(e, SEED_MODEL)
-    assert r["total_elect"] == 10 ** 7
-    for k in FIELDS:
-        assert type(r[k]) is int, k
-    assert r["total_power_cost"] == (10000 + 100000 + 60000 + 40000) * 1000
+    m = SEED_MODEL
+    assert fees.wh(e) == 10 ** 7 and type(fees.wh(e)) is int
+    p, s = fees.money(e, m["power"]), fees.money(e, m["service"])
+    assert type(p) is int and type(s) is int
+    assert p == (10000 + 100000 + 60000 + 40000) * 1000
+    assert s == (20000 + 40000 + 60000 + 40000) * 1000

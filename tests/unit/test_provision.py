@@ -204,6 +204,19 @@ def _tmpdir(name):
     return path
 
 
+class _Clock:
+    """The board as the Provisioner sees it: a wall clock, trusted or not."""
+
+    def __init__(self, trusted=True):
+        self.trusted, self.set_to = trusted, None
+
+    def time_trusted(self):
+        return self.trusted
+
+    def set_time_ms(self, ms):
+        self.set_to, self.trusted = ms, True
+
+
 def _cfg():
     return dict(PARAMS, secret_key=KEY, provision_url="http://127.0.0.1:9/x",
                 backoff_min_ms=5, backoff_max_ms=20, provision_timeout_ms=100)
@@ -219,21 +232,26 @@ def test_provisioner_retries_every_failure_then_stores():
                OSError(28), (200, _answer().encode())]
     urls = []
 
-    async def fake_get(url, timeout_ms, limit=4096):
+    async def fake_get(url, timeout_ms, limit=2048):
         urls.append(url)
         a = answers.pop(0)
         if isinstance(a, Exception):
             raise a
-        return a
+        head = b"HTTP/1.0 %d X" % a[0]
+        if not answers:     # the good answer carries a Date header (a time source)
+            head += b"\r\nDate: Thu, 01 Jan 2026 00:00:07 GMT"
+        return a[0], head, a[1]
 
     # the Provisioner imports pile.onekey only to provision and drops it afterwards: put
     # a module with the network stubbed where that import finds it
     import sys
     from pile import onekey as heavy
     heavy.http_get = fake_get
-    p = provision.Provisioner(_cfg())
+    board = _Clock(trusted=False)
+    p = provision.Provisioner(_cfg(), board)
     assert p.stored is None
     assert asyncio.run(p.creds()) == GOOD
+    assert board.set_to == 1767225607000        # the clock set from the answer's Date
     assert "pile.onekey" not in sys.modules     # dropped once provisioned
     assert p.attempts == 7 and not answers and p.last_error is None
     text = "\n".join(log.lines())
@@ -246,7 +264,7 @@ def test_provisioner_retries_every_failure_then_stores():
     assert 5 <= waits[0] <= 8 and 10 <= waits[1] <= 15 and max(waits) <= 30, waits
     assert "sign=AB0A7CBDCB2AB986696957B8D6EA13B7" in urls[0]
     # stored: a fresh Provisioner uses the file without asking
-    assert provision.Provisioner(_cfg()).stored == GOOD
+    assert provision.Provisioner(_cfg(), _Clock()).stored == GOOD
 
 
 def test_provisioner_drops_unusable_stored_creds():
@@ -255,18 +273,18 @@ def test_provisioner_drops_unusable_stored_creds():
     for bad in ({"mqtt_account": "x"}, [1, 2], "creds",
                 dict(GOOD, mqtt_server_addr="http://h:1")):
         store.save(provision.FILE, bad)
-        p = provision.Provisioner(_cfg())
+        p = provision.Provisioner(_cfg(), _Clock())
         assert p.stored is None, bad
         assert provision.FILE not in os.listdir(store.root)
     store.save(provision.FILE, GOOD)
-    assert provision.Provisioner(_cfg()).stored == GOOD
+    assert provision.Provisioner(_cfg(), _Clock()).stored == GOOD
 
 
 def test_forget():
     store.root = _tmpdir("forget")
     log.echo = False
     store.save(provision.FILE, GOOD)
-    p = provision.Provisioner(_cfg())
+    p = provision.Provisioner(_cfg(), _Clock())
     p.forget("broker refused the credentials (CONNACK 5)")
     assert p.stored is None and provision.FILE not in os.listdir(store.root)
     assert GOOD["mqtt_password"] not in "\n".join(log.lines())

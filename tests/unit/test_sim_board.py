@@ -1,4 +1,7 @@
-"""Unit tests of hal.sim.Board, the simulated board (run inside MicroPython)."""
+"""Unit tests of hal.sim.Board, the simulated board (run inside MicroPython).
+
+adc_burst and leak_selftest are coroutines (run with kit.run); the clock is either
+accelerated real time (opts speed) or, with opts {"manual": True}, stepped by advance(ms)."""
 
 import os
 import json
@@ -6,7 +9,7 @@ import math
 import random
 import time
 from hal import sim
-from kit import fresh_dir
+from kit import fresh_dir, run
 
 CFG = {"name": "sim", "cal": {"v_offset": 2048, "i_offset": 2048, "v_uv": 200000, "i_ua": 25000},
        "sim": {"v_uv": 203000, "i_ua": 24500, "v_offset": 2051, "i_offset": 2046, "lock_ms": 300}}
@@ -94,7 +97,7 @@ def test_adc_burst_rms_true_scale():
     b.bench({"cmd": "mains", "v": 230, "pf": 0.8})
     s = CFG["sim"]
     for _ in range(5):
-        v, i, per = b.adc_burst()
+        v, i, per = run(b.adc_burst())
         assert len(v) == 128 and len(i) == 128 and per == 312
         assert 0 <= min(v) and max(v) <= 4095
         vr = _rms(v, s["v_offset"], s["v_uv"] / 1e6)
@@ -108,19 +111,44 @@ def test_adc_burst_rms_true_scale():
     c = CFG["cal"]
     assert abs(_rms(v, c["v_offset"], c["v_uv"] / 1e6) - 230) > 2
     b.relay_set(False)
-    v, i, per = b.adc_burst()
+    v, i, per = run(b.adc_burst())
     assert abs(_rms(v, s["v_offset"], s["v_uv"] / 1e6) - 230) < 2.3  # grid side
     assert _rms(i, s["i_offset"], s["i_ua"] / 1e6) < 0.1  # only the ADC noise floor
     b.bench({"cmd": "mains", "noise": 0})
-    v, i, per = b.adc_burst()
+    v, i, per = run(b.adc_burst())
     assert min(i) == max(i) == s["i_offset"]  # noise 0: exact counts
     b.bench({"cmd": "mains", "noise": 0.002})
     b.bench({"cmd": "mains", "v": 400})
-    v, i, per = b.adc_burst()
+    v, i, per = run(b.adc_burst())
     assert max(v) == 4095 and min(v) == 0  # clipped
     b.bench({"cmd": "fault", "name": "adc_dead", "on": True})
-    v, i, per = b.adc_burst()
-    assert max(v) == 0 and max(i) == 0
+    v2, i2, per = run(b.adc_burst())
+    assert max(v2) == 0 and max(i2) == 0 and per == 312
+    assert v2 is v and i2 is i  # the same two buffers every burst
+
+
+def test_adc_burst_lets_the_loop_run():
+    """A burst comes in slices with an await before each: other tasks run meanwhile."""
+    import asyncio
+    b = _board()
+    ran = []
+
+    async def other():
+        while True:
+            ran.append(len(ran))
+            await asyncio.sleep_ms(0)
+
+    async def main():
+        t = asyncio.create_task(other())
+        await asyncio.sleep_ms(0)
+        n = len(ran)
+        got = await b.adc_burst()
+        t.cancel()
+        return len(ran) - n, got
+
+    turns, (v, i, per) = asyncio.run(main())
+    assert turns >= 3, turns  # one per slice boundary (4 slices)
+    assert len(v) == 128 and per == 312
 
 
 def test_relay_lock_and_faults():
@@ -179,6 +207,32 @@ def test_accelerated_ticks_and_wrap():
     assert b.speed == 1
 
 
+def test_manual_clock_moves_only_by_advance():
+    b = _board(manual=True, speed=1000, epoch_ms=1700000000000, ticks0=-250)
+    t0, w0 = b.ticks_ms(), b.now_ms()
+    assert w0 == 1700000000000
+    time.sleep_ms(30)  # real time passes, board time does not (whatever the speed)
+    assert b.ticks_ms() == t0 and b.now_ms() == w0
+    b.advance(10)
+    assert time.ticks_diff(b.ticks_ms(), t0) == 10 and b.now_ms() == w0 + 10
+    b.advance(490)  # across the ticks wrap (ticks0 250 ms before it)
+    t1 = b.ticks_ms()
+    assert t1 < t0 and time.ticks_diff(t1, t0) == 500 and b.now_ms() == w0 + 500
+    # the lock answers after lock_ms of board time, not of real time
+    b.lock_set(True)
+    time.sleep_ms(20)
+    b.advance(299)
+    assert not b.lock_feedback()
+    b.advance(1)
+    assert b.lock_feedback()
+    # setting the wall clock keeps the stepping: the clock moves on from there
+    t2 = b.ticks_ms()
+    assert time.ticks_diff(t2, t1) == 300
+    b.set_time_ms(1800000000000)
+    b.advance(1234)
+    assert b.now_ms() == 1800000001234 and b.ticks_ms() == time.ticks_add(t2, 1234)
+
+
 def test_clock_trust_and_identity():
     b = _board(epoch_ms=1700000000000, trusted=False, cpu_id="C1", mac="0A0B0C0D0E0F")
     assert not b.time_trusted()
@@ -199,7 +253,7 @@ def test_protective_inputs_and_alarm():
         got.append(name)
         b.relay_set(False)
     b.on_alarm(cb)
-    assert not b.estop() and not b.leakage() and b.leak_selftest()
+    assert not b.estop() and not b.leakage() and run(b.leak_selftest())
     _charging(b)
     b.bench({"cmd": "fault", "name": "estop", "on": True})
     assert got == ["estop"] and b.estop() and not b.relay_cmd
@@ -208,7 +262,7 @@ def test_protective_inputs_and_alarm():
     b.bench({"cmd": "fault", "name": "leakage", "on": True})
     assert got == ["estop", "leakage"] and b.leakage()
     b.bench({"cmd": "fault", "name": "rcd_dead", "on": True})
-    assert not b.leak_selftest()
+    assert not run(b.leak_selftest())
     assert not b.stop_button()
     b.bench({"cmd": "button"})
     assert b.stop_button() and not b.stop_button()  # latched until read once
@@ -216,9 +270,12 @@ def test_protective_inputs_and_alarm():
     b.bench({"cmd": "net", "up": False})
     assert not b.net_up()
     b.net_poll()
-    assert b.gun_temp_c() == 25.0
+    assert b.gun_temp() == 250  # int tenths of a degree
     b.bench({"cmd": "temp", "c": 81.5})
-    assert b.gun_temp_c() == 81.5
+    assert b.gun_temp() == 815 and type(b.gun_temp()) is int
+    for c, want in ((-20.5, -205), (2.3, 23), (85, 850), (250, 2500)):
+        b.bench({"cmd": "temp", "c": c})
+        assert b.gun_temp() == want, (c, b.gun_temp())
 
 
 def test_world_persists_across_boards():

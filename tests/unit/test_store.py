@@ -1,5 +1,7 @@
-"""pile.store: atomic checked documents; torn and corrupt files never crash a load, and
-the newest whole generation is used (run in MicroPython)."""
+"""pile.store: atomic checked documents; torn and corrupt files, and whole ones whose
+content fails the caller's check, never crash a load: the newest sound generation is
+used and the bad file kept aside; init() makes the storage directory and reports one
+that cannot be written (run in MicroPython)."""
 import os
 import random
 import time
@@ -118,3 +120,81 @@ def test_large_document_streams():
     assert store.save("big.json", doc)
     assert len(_raw("big.json")) > 8000
     assert store.load("big.json", {}) == doc
+
+
+def _positive(doc):
+    """A content check: n must be an integer >= 0."""
+    n = doc.get("n")
+    return None if type(n) is int and n >= 0 else "n must be an integer >= 0"
+
+
+def test_content_failing_the_check_is_treated_like_a_torn_file():
+    _dir()
+    store.save("x.json", {"n": 1})
+    store.save("x.json", {"n": -1})              # whole, but makes no sense
+    bad = _raw("x.json")
+    assert store.load("x.json", {}) == {"n": -1}    # no check: taken as it is
+    assert store.load("x.json", {}, _positive) == {"n": 1}   # the generation before
+    assert _raw("x.json.bad") == bad               # kept aside for the technician
+    assert "x.json" not in os.listdir(store.root)
+    lines = "\n".join(log.lines())
+    assert "x.json unreadable (n must be an integer >= 0); kept as x.json.bad" in lines
+    assert "using x.json.bak" in lines
+    # nothing that passes: the default
+    store.remove("x.json")
+    store.save("x.json", {"n": "7"})
+    assert store.load("x.json", {"d": 1}, _positive) == {"d": 1}
+    assert store.load("x.json", None, _positive) is None
+    # cut between the renames, the new x.json.tmp whole but failing the check: the
+    # generation before (x.json.bak)
+    store.remove("x.json")
+    store.save("x.json", {"n": 2})
+    os.rename(store.path("x.json"), store.path("x.json.bak"))
+    store.save("y.json", {"n": -2})
+    os.rename(store.path("y.json"), store.path("x.json.tmp"))
+    tmp = _raw("x.json.tmp")
+    assert store.load("x.json", {}, _positive) == {"n": 2}
+    assert _raw("x.json.bad") == tmp and "x.json.tmp" not in os.listdir(store.root)
+
+
+def test_check_sees_only_documents_of_the_right_type_and_passes_sound_ones():
+    _dir()
+    seen = []
+
+    def check(doc):
+        seen.append(doc)
+        return None
+    store.save("x.json", {"n": 4})
+    assert store.load("x.json", {}, check) == {"n": 4} and seen == [{"n": 4}]
+    assert sorted(os.listdir(store.root)) == ["x.json"]      # nothing set aside
+    store.save("x.json", [1])                    # the wrong type: refused before the check
+    assert store.load("x.json", {}, check) == {"n": 4} and seen == [{"n": 4}] * 2
+    # a check that raises costs the file, never the caller
+    store.remove("x.json")
+    store.save("x.json", {"m": 1})
+    assert store.load("x.json", {}, lambda d: d["n"]) == {}
+    assert "x.json.bad" in os.listdir(store.root)
+
+
+def test_init_creates_the_directory_and_reports_an_unwritable_one():
+    top = fresh_dir()
+    d = top + "/flash"
+    assert store.init(d) is None
+    assert store.root == d and os.stat(d)[0] & 0o170000 == 0o040000   # a directory
+    assert os.listdir(d) == []                   # the probe is gone again
+    assert store.save("x.json", {"a": 1}) and store.load("x.json") == {"a": 1}
+    assert _raw("x.json")[8:9] == b"\n"
+    assert store.init(d) is None and store.load("x.json") == {"a": 1}   # already there
+    # a directory that cannot be made: the reason (the pile must then not charge)
+    why = store.init(top + "/no/such/dir")
+    assert type(why) is str and "not writable" in why and top + "/no/such/dir" in why, why
+    assert store.root == top + "/no/such/dir"
+    assert store.save("x.json", {"a": 2}) is False
+    # a plain file where the directory should be
+    with open(top + "/plain", "w") as f:
+        f.write("x")
+    why = store.init(top + "/plain")
+    assert why and "not writable" in why and "plain" in why, why
+    assert store.init(top + "/plain/sub") is not None
+    with open(top + "/plain") as f:
+        assert f.read() == "x"                   # left as it was
