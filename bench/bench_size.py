@@ -1,7 +1,7 @@
 """Size of the firmware: .mpy bytes per module for the ESP32 (xtensawin), and the heap each
 module takes when imported on the unix port (x64 .mpy).
 
-Run from anywhere with CPython:  python3 bench/bench_size.py
+Run from anywhere with CPython:  python3 bench/bench_size.py [--json FILE]
 Builds with tools/build_mpy.py into a temporary directory.  Figures only, no pass/fail.
 "deployed" is what `make deploy` copies (everything but the simulated board); code loaded
 from .mpy lives in the heap, so the heap column is what an ESP32 pays (about half of it on
@@ -9,6 +9,7 @@ its 32-bit words) unless the modules are frozen into the image (boards/<name>/ma
 pile.diag is loaded only at the REPL; pile.boardfile is dropped after the boot check and
 pile.feemodel after each fee model validation.
 """
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,14 @@ class Fake:
         return Fake
 sys.modules["machine"] = sys.modules["network"] = Fake()
 import asyncio
+# the interned-name pools grow by doubling: fill them first so that no module's figure
+# carries a whole new pool (3000 leave room for the ~900 names of the firmware)
+class O:
+    pass
+o = O()
+for k in range(3000):
+    setattr(o, "zz%d" % k, 1)
+del o
 for m in MODULES:
     gc.collect(); a = gc.mem_alloc()
     try:
@@ -46,7 +55,7 @@ def module_name(rel):
 def heap_costs(x64_dir, modules):
     code = "MODULES = %r\n%s" % (modules, HEAP)
     res = subprocess.run([MICROPYTHON, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, MICROPYPATH=".frozen:" + x64_dir))
+                         cwd=x64_dir, env=dict(os.environ, MICROPYPATH=".frozen:"))
     out = {}
     for line in res.stdout.splitlines():
         name, _, size = line.rpartition(" ")
@@ -55,6 +64,7 @@ def heap_costs(x64_dir, modules):
 
 
 def main():
+    json_out = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
     with tempfile.TemporaryDirectory() as tmp:
         xt, x64 = os.path.join(tmp, "xtensawin"), os.path.join(tmp, "x64")
         build_mpy.build("xtensawin", xt)
@@ -90,6 +100,12 @@ def main():
           "+ main.py %d bytes (source)" % (total, len(rows), deployed, main_size))
     print("heap of the modules an ESP32 runs (x64 build, without diag, boardfile, feemodel): "
           "%d bytes" % heap_total)
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"modules": {module_name(rel): size for rel, size in rows
+                                   if rel not in NOT_DEPLOYED},
+                       "deployed_mpy": deployed, "main_py": main_size, "total_mpy": total,
+                       "heap": heap, "heap_total": heap_total}, f, indent=1)
     return 0
 
 

@@ -1,9 +1,12 @@
 """A private mosquitto broker for host tests and bench demos.
 
-This module owns everything about the test broker: its configuration file,
+This module owns everything about the test broker: its configuration file
+(a plain listener, and a TLS one with a given certificate when asked: tls=),
 its password file ($6$ SHA-512 lines, written here without mosquitto_passwd),
-its ACL file (superuser "platform"; each device limited to /sys/+/<its id>/#)
-and the lifetime of the mosquitto process. It knows nothing of the protocol.
+its ACL file (superuser "platform" may do anything; every other user only what
+set_acl() granted it, nothing by default) and the lifetime of the mosquitto
+process. It knows nothing of the protocol: which topics a device gets is the
+platform's decision (tools/platform_sim.py, device_acl).
 """
 import base64
 import getpass
@@ -17,7 +20,7 @@ import subprocess
 import time
 
 PLATFORM_USER = "platform"
-DEVICE_PATTERN = "/sys/+/%u/#"
+ACCESS = ("read", "write", "readwrite")
 START_TIMEOUT = 10.0
 
 
@@ -81,10 +84,34 @@ def remove_user(path, user):
     return found
 
 
-def acl_text():
-    """The ACL: the platform may do anything, a device only its own topics."""
-    return ("user %s\ntopic readwrite #\n\npattern readwrite %s\n"
-            % (PLATFORM_USER, DEVICE_PATTERN))
+def acl_text(grants=None):
+    """The ACL file: the platform may do anything; each user in grants
+    ({user: [(access, topic filter), ...]}) exactly its rules; anyone else nothing.
+
+    mosquitto denies what no line allows: a denied PUBLISH is acknowledged and
+    dropped, a delivery the subscriber may not read is skipped.
+    """
+    lines = ["user %s" % PLATFORM_USER, "topic readwrite #"]
+    for user, rules in sorted((grants or {}).items()):
+        lines += ["", "user %s" % user]
+        lines += ["topic %s %s" % rule for rule in rules]
+    return "\n".join(lines) + "\n"
+
+
+def check_rules(user, rules):
+    """Raise ValueError unless user and rules can be written as ACL lines."""
+    if not user or user == PLATFORM_USER or _spaced(user):
+        raise ValueError("bad MQTT user name for an ACL %r" % user)
+    for access, topic in rules:
+        if access not in ACCESS:
+            raise ValueError("bad ACL access %r" % access)
+        if not topic or _spaced(topic):
+            raise ValueError("bad ACL topic %r" % topic)
+
+
+def _spaced(text):
+    """A blank or control character would end or split the ACL line."""
+    return any(c.isspace() or ord(c) < 32 for c in text)
 
 
 def _write_private(path, text):
@@ -98,16 +125,21 @@ def _write_private(path, text):
 class Broker:
     """One mosquitto process listening on host:port, configured in workdir."""
 
-    def __init__(self, workdir, port=None, host="127.0.0.1"):
+    def __init__(self, workdir, port=None, host="127.0.0.1", tls=None):
+        """tls=(certfile, keyfile): a second listener, TLS on tls_port, with that server
+        certificate (the chain the clients are given in certfile)."""
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.host = host
         self.port = port or free_port(host)
+        self.tls = tls
+        self.tls_port = free_port(host) if tls else None
         self.conf_path = os.path.join(self.workdir, "mosquitto.conf")
         self.passwd_path = os.path.join(self.workdir, "passwd")
         self.acl_path = os.path.join(self.workdir, "acl")
         self.log_path = os.path.join(self.workdir, "mosquitto.log")
         self.platform_password = secrets.token_hex(16)
+        self.grants = {}             # user -> [(access, topic filter)]
         self.proc = None
         self._write_files()
 
@@ -123,7 +155,7 @@ class Broker:
     def _write_files(self):
         write_passwd(self.passwd_path, {})
         set_user(self.passwd_path, PLATFORM_USER, self.platform_password)
-        _write_private(self.acl_path, acl_text())
+        _write_private(self.acl_path, acl_text(self.grants))
         _write_private(self.conf_path, self._conf_text())
 
     def _conf_text(self):
@@ -144,14 +176,28 @@ class Broker:
             # which cannot read a private workdir: stay who we are.
             "user " + getpass.getuser(),
         ]
+        if self.tls:        # last: the lines after a listener line are that listener's
+            lines += ["listener %d %s" % (self.tls_port, self.host),
+                      "certfile " + self.tls[0], "keyfile " + self.tls[1]]
         return "\n".join(lines) + "\n"
 
     def set_user(self, user, password):
-        """Add or change a user; call reload() to make it count."""
+        """Add or change a user; call reload() to make it count.  A user may use no
+        topic until set_acl() grants it some."""
         set_user(self.passwd_path, user, password)
 
+    def set_acl(self, user, rules):
+        """Grant user exactly rules, [(access, topic filter)], replacing what it had;
+        call reload() to make it count."""
+        rules = [tuple(rule) for rule in rules]
+        check_rules(user, rules)
+        self.grants[user] = rules
+        _write_private(self.acl_path, acl_text(self.grants))
+
     def remove_user(self, user):
-        """Remove a user; call reload() to make it count."""
+        """Remove a user and its ACL; call reload() to make it count."""
+        if self.grants.pop(user, None) is not None:
+            _write_private(self.acl_path, acl_text(self.grants))
         return remove_user(self.passwd_path, user)
 
     def users(self):
@@ -176,7 +222,8 @@ class Broker:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._fail("mosquitto exited with code %s" % self.proc.returncode)
-            if _accepts(self.host, self.port):
+            if _accepts(self.host, self.port) and \
+                    (not self.tls or _accepts(self.host, self.tls_port)):
                 return
             time.sleep(0.02)
         self._fail("mosquitto did not listen on port %d within %.0f s"

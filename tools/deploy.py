@@ -18,7 +18,8 @@
    and the image no longer has are removed, and so are stray .py sources in the image's
    directories, which would shadow the .mpy files.
 4. --config FILE is written as /config.json on every deploy (it holds the pile's secrets:
-   it is never hashed, recorded or printed).
+   it is never hashed, recorded or printed), and with it the CA file it names (ca_file, a
+   file name beside FILE, as tools/factory.py writes it), as /<ca_file>.
 5. Resets the board, which starts the new firmware.
 All of it is one mpremote command line (connect PORT exec ... + fs cp ... + reset); its
 Ctrl-C stops the running application safely first.  The environment variable MPREMOTE
@@ -56,6 +57,24 @@ def load_board(name):
     if errors:
         sys.exit("deploy: board file %s is broken:\n  %s" % (path, "\n  ".join(errors)))
     return path, cfg
+
+
+def ca_of(config):
+    """(local path, board path) of the CA file a configuration names, or None; exits when
+    it names one that is not beside it."""
+    try:
+        with open(config) as f:
+            name = json.load(f).get("ca_file") or ""
+    except (OSError, ValueError, AttributeError) as e:
+        sys.exit("deploy: cannot read configuration %s: %s" % (config, e))
+    if not name:
+        return None
+    local = os.path.join(os.path.dirname(os.path.abspath(config)), name)
+    if os.path.basename(name) != name or name in ("config.json", "board.json", "main.py"):
+        sys.exit("deploy: ca_file %r: expected a file name beside the configuration" % name)
+    if not os.path.isfile(local):
+        sys.exit("deploy: the configuration names ca_file %s: %s is missing" % (name, local))
+    return local, name
 
 
 def sha256(path):
@@ -116,6 +135,7 @@ def main(argv=None):
     board_path, cfg = load_board(a.board)
     if a.config and not os.path.isfile(a.config):
         sys.exit("deploy: no configuration file %s" % a.config)
+    ca = ca_of(a.config) if a.config else None
     arch = cfg.get("arch", "xtensawin")
     files = image(arch, os.path.join(a.build, arch), board_path)
     rec_path = record_path(a.build, a.port)
@@ -132,11 +152,14 @@ def main(argv=None):
         cmd += ["+", "fs", "cp", files[rel], ":" + rel]
     if a.config:
         cmd += ["+", "fs", "cp", a.config, ":config.json"]
+    if ca:
+        cmd += ["+", "fs", "cp", ca[0], ":" + ca[1]]
     cmd += ["+", "reset"]
-    print("deploy: board %s (%s) on %s: %d of %d files changed%s%s"
+    print("deploy: board %s (%s) on %s: %d of %d files changed%s%s%s"
           % (cfg["name"], arch, a.port, len(copy), len(files),
              ", %d removed" % len(gone) if gone else "",
-             ", config.json from %s (not shown)" % a.config if a.config else ""))
+             ", config.json from %s (not shown)" % a.config if a.config else "",
+             ", CA file %s" % ca[1] if ca else ""))
     for rel in copy:
         print("  " + rel)
     if a.dry_run:

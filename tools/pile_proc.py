@@ -41,6 +41,7 @@ class PileProcess:
                  epoch_ms=None, board="boards/sim/board.json", heap=None, mpypath=None,
                  trusted=True, **config):
         self.dir = workdir
+        self.storage = workdir      # the pile's flash (--storage); the same folder by default
         os.makedirs(workdir, exist_ok=True)
         self.cpu_id = cpu_id
         self.bench_port = free_port()
@@ -58,12 +59,13 @@ class PileProcess:
         self.log_path = os.path.join(workdir, "console.log")
         self.starts = 0
 
-    def main_py(self):
-        """main.py of the image on the path (a build/ dir of .mpy files, or firmware/)."""
+    def image(self):
+        """The image folder on the path (a build/ dir of .mpy files), or None (source)."""
         for d in self.mpypath.split(":")[1:]:
-            if os.path.exists(os.path.join(d, "main.py")):
-                return os.path.join(d, "main.py")
-        return os.path.join(ROOT, "firmware", "main.py")
+            if d != os.path.join(ROOT, "firmware") and \
+                    os.path.exists(os.path.join(d, "main.py")):
+                return d
+        return None
 
     def write_config(self):
         with open(os.path.join(self.dir, "config.json"), "w") as f:
@@ -74,8 +76,12 @@ class PileProcess:
         cmd = [MICROPYTHON]
         if self.heap:
             cmd += ["-X", "heapsize=%d" % self.heap]
-        cmd += [self.main_py(), "--board", self.board,
-                "--config", os.path.join(self.dir, "config.json"), "--storage", self.dir,
+        image = self.image()
+        # an image runs as on the board: from its own folder, found through "" on the
+        # path, so each module's name is short ("pile/gun.mpy": one small interned name)
+        cmd += ["-m", "main"] if image else [os.path.join(ROOT, "firmware", "main.py")]
+        cmd += ["--board", self.board,
+                "--config", os.path.join(self.dir, "config.json"), "--storage", self.storage,
                 "--bench", str(self.bench_port), "--speed", str(self.speed),
                 "--cpu-id", self.cpu_id]
         if self.epoch_ms:
@@ -86,8 +92,10 @@ class PileProcess:
         log = open(self.log_path, "a")
         log.write("=== start %d\n" % self.starts)
         log.flush()
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                     env=dict(os.environ, MICROPYPATH=self.mpypath))
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=image or ROOT, env=dict(
+                                         os.environ, MICROPYPATH=".frozen:" if image
+                                         else self.mpypath))
         log.close()
         if wait:
             self.wait_bench()

@@ -2,7 +2,10 @@
 
 This module owns the platform's side of PROTOCOL.md sections 1-4:
   - the oneKeyLink provisioning endpoint over HTTP (signature check, fresh
-    per-device MQTT password installed in the broker, fault injection);
+    per-device MQTT password and ACL installed in the broker, fault injection);
+  - what a device may do on the broker (device_acl): publish its own events
+    and its replies to the platform's services, read its own services and
+    event acknowledgements, nothing else;
   - the platform's MQTT client, as superuser "platform": it records every
     device event and service reply, acknowledges events, and sends services
     (fee model, start, stop, raw payloads);
@@ -45,10 +48,14 @@ OK_CODE = "JCLOUD0001"
 ERROR_CODE = "JCLOUD0002"
 FAULT_CODE = "JCLOUD0500"
 REQUIRED_PARAMS = ("app_id", "cpu_id", "product_type", "sign_type", "sign")
-FAULTS = (None, "http500", "badjson", "badcode", "hang")
+FAULTS = (None, "http500", "badjson", "badcode", "hang", "html", "garbage")
+HTML_PAGE = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
+             b"<body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>")
 HANG_LIMIT = 30.0
 EVENTS_SUB = "/sys/+/+/thing/event/+/post"
 SERVICES_SUB = "/sys/+/+/thing/service/+"
+FEE, START, STOP = "feeModelUpdateSrv", "startChargeSrv", "stopChargeSrv"
+SERVICES = (FEE, START, STOP)      # every service the platform sends, each answered
 
 
 # -- signature and topics -----------------------------------------------
@@ -77,6 +84,34 @@ def ack_topic(pk, dn, cmd):
 
 def service_topic(pk, dn, cmd):
     return "/sys/%s/%s/thing/service/%s" % (pk, dn, cmd)
+
+
+def reply_topic(pk, dn, cmd):
+    return service_topic(pk, dn, cmd) + "_reply"
+
+
+def device_acl(pk, dn):
+    """[(access, topic filter)]: all a device's account may do on the broker.
+
+    A device publishes its events and its replies and reads its services and the
+    acknowledgements of its events, each under its own product key and id only.
+    Acknowledgements and services are the platform's words: a device that could
+    publish them could acknowledge its own billing record (and drop it from its
+    journal) or order itself to start.  An ACL filter cannot match "<service>_reply"
+    (a wildcard takes a whole level), so each service's reply topic is listed;
+    the ack topic ends in .../post_reply, one level that "+/post" does not match.
+    """
+    return ([("write", event_topic(pk, dn, "+"))]
+            + [("write", reply_topic(pk, dn, cmd)) for cmd in SERVICES]
+            + [("read", service_topic(pk, dn, "+")), ("read", ack_topic(pk, dn, "+"))])
+
+
+def ack_payload(dn, cmd, session_id, result=10):
+    """The acknowledgement of a device's event cmd #session_id (PROTOCOL.md section 3)."""
+    return json.dumps({"head": {"cmd": cmd + "Reply", "dev_id": dn, "session_id": session_id,
+                                "timestamp": now_ms(), "status": 0, "ttl": -1,
+                                "version": "1.0.0"},
+                       "body": {"result": result}})
 
 
 def parse_topic(topic):
@@ -127,7 +162,8 @@ class ExternalBroker:
 
     Limitation: users cannot be created or removed, so the password that
     provisioning returns is not installed anywhere; the broker must accept
-    the device by its own means, and revoke() can only kick.
+    the device by its own means, and revoke() can only kick.  Nor is the
+    device's ACL: confining it (device_acl) is that broker's job.
     """
     manages_users = False
 
@@ -143,6 +179,9 @@ class ExternalBroker:
         self.admin = (user, password)
 
     def set_user(self, user, password):
+        pass
+
+    def set_acl(self, user, rules):
         pass
 
     def remove_user(self, user):
@@ -175,7 +214,8 @@ class _ProvisionHandler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, status, body):
         self.send_response(status)
-        self.send_header("Content-Type", "application/json;charset=UTF-8")
+        self.send_header("Content-Type", "text/html" if body.startswith(b"<!") else
+                         "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -209,8 +249,10 @@ class PlatformSim:
         self.mqtt_addr_for_devices = (
             mqtt_addr_for_devices or "tcp://%s:%d" % (_client_host(broker), broker.port))
         self.provision_fault = None
+        self.provision_delay = 0.0   # seconds before each provisioning answer (a slow server)
         self.provision_count = collections.Counter()
         self.passwords = {}          # cpu_id -> password issued last
+        self.issued = []             # every password issued, oldest first (tests)
         self.ack = True
         self.no_ack = set()
         self.on_record = None        # callable(record), e.g. the CLI printer
@@ -269,6 +311,8 @@ class PlatformSim:
         cpu_id = params.get("cpu_id", "")
         with self._users_lock:
             self.provision_count[cpu_id] += 1
+        if self.provision_delay:
+            self._stopping.wait(self.provision_delay)
         fault = self._wait_while_hanging()
         if fault == "hang":
             return None
@@ -276,6 +320,10 @@ class PlatformSim:
             return 500, b"simulated internal error"
         if fault == "badjson":
             return 200, b'{"result_code": "JCLOUD0001", "message": '
+        if fault == "html":             # a captive portal or a proxy's error page
+            return 200, HTML_PAGE
+        if fault == "garbage":
+            return 200, bytes(range(256)) * 4
         if fault == "badcode":
             return 200, _json_bytes({"result_code": FAULT_CODE,
                                      "message": "simulated platform failure"})
@@ -312,13 +360,16 @@ class PlatformSim:
         password = secrets.token_hex(16)
         with self._users_lock:
             self.broker.set_user(cpu_id, password)
+            self.broker.set_acl(cpu_id, device_acl(pk, cpu_id))
             self.broker.reload()
             self.passwords[cpu_id] = password
+            self.issued.append(password)
             self._pk[cpu_id] = pk
         log.info("provisioned %s (%s), request #%d",
                  cpu_id, pk, self.provision_count[cpu_id])
         if not getattr(self.broker, "manages_users", True):
-            log.warning("external broker: the password given to %s is not installed", cpu_id)
+            log.warning("external broker: the password given to %s and its ACL are not "
+                        "installed", cpu_id)
         params = {"mqtt_account": cpu_id, "mqtt_server_addr": self.mqtt_addr_for_devices,
                   "mqtt_id": cpu_id, "mqtt_password": password}
         return {"result_code": OK_CODE, "message": "成功",
@@ -398,11 +449,12 @@ class PlatformSim:
         session_id = _head(msg).get("session_id")
         if not self.ack or cmd in self.no_ack or session_id is None:
             return
-        reply = {"head": {"cmd": cmd + "Reply", "dev_id": dn, "session_id": session_id,
-                          "timestamp": now_ms(), "status": 0, "ttl": -1,
-                          "version": "1.0.0"},
-                 "body": {"result": 10}}
-        self._mqtt.publish(ack_topic(pk, dn, cmd), json.dumps(reply), qos=1)
+        self._mqtt.publish(ack_topic(pk, dn, cmd), ack_payload(dn, cmd, session_id), qos=1)
+
+    def acknowledge(self, dev, cmd, session_id, pk=None):
+        """Acknowledge event cmd #session_id of dev now (one held back by no_ack)."""
+        self._publish(ack_topic(self.pk_for(dev, pk), dev, cmd),
+                      ack_payload(dev, cmd, session_id))
 
     def _publish(self, topic, data):
         info = self._mqtt.publish(topic, data, qos=1)
@@ -439,19 +491,19 @@ class PlatformSim:
         body = {"ele_model_id": str(ele_model_id), "time_num": len(time_seg),
                 "time_seg": list(time_seg), "seg_flag": list(seg_flag),
                 "charge_fee": list(charge_fee), "serviceFee": list(serviceFee)}
-        return self._service(dev, "feeModelUpdateSrv", body, pk=pk)
+        return self._service(dev, FEE, body, pk=pk)
 
     def start_charge(self, dev, pre_trade_no, charge_mode=10, limit_data=0,
                      start_type=10, gun_no=1, pk=None):
         body = {"dev_id": dev, "gun_no": gun_no, "charge_mode": charge_mode,
                 "limit_data": limit_data, "insert_gun_time": 1000, "start_mode": 0,
                 "pre_trade_no": pre_trade_no, "start_type": start_type}
-        return self._service(dev, "startChargeSrv", body, 2, 2, pk=pk)
+        return self._service(dev, START, body, 2, 2, pk=pk)
 
     def stop_charge(self, dev, pre_trade_no, stop_reason=10, gun_no=1, pk=None):
         body = {"gun_no": gun_no, "pre_trade_no": pre_trade_no,
                 "stop_reason": stop_reason}
-        return self._service(dev, "stopChargeSrv", body, pk=pk)
+        return self._service(dev, STOP, body, pk=pk)
 
     def send_raw(self, dev, payload, cmd=None, pk=None):
         """Publish any payload on a service topic; return its session_id if any."""
@@ -548,7 +600,9 @@ Port 0 picks a free port; the URL printed at start shows it.
 
 With --broker-url the simulator cannot create MQTT accounts: provisioning answers
 with that broker's address and a fresh password that is installed nowhere, so the
-broker must accept the device by its own means, and revoke only kicks it."""
+broker must accept the device by its own means, and revoke only kicks it. Nor is
+the device's ACL installed: that broker must confine each device to its own
+topics itself (README.md, "What the broker must enforce")."""
 
 
 def _ints(text):
@@ -671,6 +725,11 @@ def serve(args):
                          http_host=args.bind) as sim:
             sim.on_record = lambda rec: print(describe(rec), flush=True)
             print("provisioning: %s\ndevices get: %s" % (sim.provision_url, addr))
+            for app_id, key in sorted(sim.vendors.items()):
+                note = (" (the seed's key WITH its stray ')': the seed's own MD5 example"
+                        " was computed with it)" if key == DEFAULT_VENDORS.get("hci") else "")
+                print("vendor %s: secret key %r%s; --vendors FILE for others"
+                      % (app_id, key, note))
             if broker:
                 print("broker files and log: %s" % broker.workdir)
             print("type 'help' for commands", flush=True)

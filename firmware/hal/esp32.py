@@ -12,8 +12,17 @@ pile.boardfile before this module loads):
           so the max is the high plateau and the min the low one).
   ntc     gun temperature, Beta equation: beta, r25 (ohm at 25 C), r_fixed, vref_mv, top
           (1: NTC from vref to the ADC node and r_fixed to ground, so an open sensor reads
-          0 V).  A reading within 2 % of either rail is a broken sensor and reports 250 C (2500),
-          which trips over-temperature (fail safe).  Read at most once a second.
+          0 V).  Read at most once a second, four reads of read_uv.  A read the ADC cannot
+          really make (at or below adc.min_mv, at or above adc.max_mv or vref_mv) is a
+          broken sensor, open or short, and reports 250 C (2500), which trips
+          over-temperature (fail safe).  With the reference divider (10 k, Beta 3950, 3.3 V)
+          and the ESP32's 150..3100 mV that leaves about -30..+102 C readable: colder than
+          that a sound sensor reads broken too (the pile will not charge; an open sensor
+          reads -34..-37 C from the ADC's floor and must not pass for cold).
+  adc     what the ADC can really read at the 11 dB attenuation set here (pile.boardfile
+          has the defaults: 150..3100 mV, codes 0..4095).  The CP divider must keep the
+          plausible CP range inside the codes (pile.boardfile checks it), so a CP read at a
+          rail comes out as an implausible plateau, which pile.pilot takes for an error.
   hw      mains_hz and cycles (the burst window), max_pairs (burst buffer), rcd_ms.
   cal     mains offsets and gains (pile.meter).
 
@@ -43,13 +52,15 @@ import micropython
 import network
 from machine import ADC, PWM, Pin
 
-_WDT = None       # one per boot: machine.WDT cannot be stopped or created twice
-_HOLD = None      # Timer feeding it while the application is stopped at the REPL
+# (annotations cost nothing on the board: MicroPython compiles them away)
+_WDT: machine.WDT | None = None     # one per boot: cannot be stopped or created twice
+_HOLD: machine.Timer | None = None  # feeds it while the application is stopped at the REPL
 _OUT = ("relay", "lock", "rcd_test")
 
 
-def _feed(t):
-    _WDT.feed()
+def _feed(t: machine.Timer) -> None:
+    if _WDT is not None:
+        _WDT.feed()
 
 
 def _ask(ntptime, box):
@@ -76,15 +87,21 @@ class Board:
         self._cmd = {"relay": False, "lock": False}
         self._duty = 100
         self._pwm = PWM(self._p["cp_pwm"], freq=1000, duty_u16=65535 * self._lv["cp_pwm"])
+        self._a = {}            # the analog inputs, by the name of their pin
         for name in ("cp_adc", "v_adc", "i_adc", "ntc_adc"):
             if name in self._p:
-                self._p[name] = ADC(self._p[name], atten=ADC.ATTN_11DB)
+                self._a[name] = ADC(self._p[name], atten=ADC.ATTN_11DB)
+        adc = board_cfg.get("adc") or {}
+        # NTC reads (uV) strictly inside these are real; outside, the sensor is broken
+        self._uv_lo = adc.get("min_mv", 150) * 1000
+        self._uv_hi = min(adc.get("max_mv", 3100), board_cfg["ntc"]["vref_mv"]) * 1000 \
+            if "ntc_adc" in self._a else 0
         hw = board_cfg["hw"]
         self._cycles = hw["cycles"]
         self._win = hw["cycles"] * 1000000 // hw["mains_hz"]
         self._slices = 4 * hw["cycles"]         # quarter cycles
         self._v, self._i = array("h", bytes(8 * self._slices)), array("h", bytes(8 * self._slices))
-        self._temp, self._temp_t = None, 0
+        self._temp, self._temp_t = None, time.ticks_ms()
         self._alarms, self._pressed, self._testing = [], False, False
         self._fire_ref = self._fire    # bound once: the hard IRQ must not allocate
         for name in ("estop", "leak", "button"):
@@ -134,7 +151,7 @@ class Board:
         self._pwm.duty_u16(u if self._lv["cp_pwm"] else 65535 - u)
 
     def cp_read(self):
-        read = self._p["cp_adc"].read_u16
+        read = self._a["cp_adc"].read_u16
         hi, lo = 0, 65535
         for _ in range(self.cfg["cp"]["reads"]):
             x = read()
@@ -171,7 +188,7 @@ class Board:
         import asyncio
         v, i = self._v, self._i
         m = len(v) // self._slices      # pairs per slice
-        rv, ri = self._p["v_adc"].read_u16, self._p["i_adc"].read_u16
+        rv, ri = self._a["v_adc"].read_u16, self._a["i_adc"].read_u16
         us, diff, add = time.ticks_us, time.ticks_diff, time.ticks_add
         T = self._win // self._cycles   # one mains cycle, us
         L = T // 4
@@ -202,16 +219,23 @@ class Board:
         return v, i, p
 
     def gun_temp(self):
-        a = self._p.get("ntc_adc")
+        a = self._a.get("ntc_adc")
         if a is None:
             return None
         now = time.ticks_ms()
         if self._temp is None or time.ticks_diff(now, self._temp_t) >= 1000:
             n = self.cfg["ntc"]
-            x = (a.read_uv() + a.read_uv() + a.read_uv() + a.read_uv()) / (4000 * n["vref_mv"])
-            if n["top"]:
-                x = 1 - x
-            if 0.02 < x < 0.98:
+            lo, hi, s = self._uv_lo, self._uv_hi, 0
+            for _ in range(4):
+                u = a.read_uv()
+                if not lo < u < hi:     # at a rail of what the ADC reads: open or short
+                    s = 0
+                    break
+                s += u
+            if s:
+                x = s / (4000 * n["vref_mv"])   # 0 < x < 1: lo >= 0, hi <= vref
+                if n["top"]:
+                    x = 1 - x
                 r = n["r_fixed"] * x / (1 - x)
                 t = 1 / (1 / 298.15 + math.log(r / n["r25"]) / n["beta"]) - 273.15
                 self._temp = int(t * 10)
@@ -285,7 +309,8 @@ class Board:
         _WDT.feed()
 
     def wdt_feed(self):
-        _WDT.feed()
+        if _WDT is not None:        # not armed yet: nothing to feed
+            _WDT.feed()
 
     def reset_cause(self):
         c = machine.reset_cause()
@@ -326,7 +351,8 @@ class Board:
         while True:
             wait = 5
             if self._wlan.isconnected():
-                box, wait = [], 30
+                box: list = []      # what ntptime.time() returned, or raised
+                wait = 30
                 _thread.start_new_thread(_ask, (ntptime, box))
                 for _ in range(50):
                     await asyncio.sleep_ms(100)

@@ -14,11 +14,15 @@ so time.ticks_diff works; now_ms() is the wall clock at the same speed.  The wat
 is in board ms (never under sim "wdt_min_real_ms", default 100, of real time); on expiry it
 saves reset cause "watchdog", prints "WDT: reset" and kills the process with SIGKILL.
 
+The vehicle: when the PWM goes off under it while it draws current it takes sim
+"ev_react_ms" (default 100, board ms) to see it, then opens S2 (C -> B) and stops drawing.
+
 Safety recorder (real-time microseconds): events ring of the last 64 (relay_set, contacts,
-lock_set, locked, cp_duty, cp_level, bench, violation, alarm_error); violations: relay closed
-while not locked / CP not C or D / PWM off, and relay opened more than 100 ms after the
-vehicle left C/D; latencies: vehicle leaving C/D -> relay_set(False) ("left_cd"), fault
-injected while closed -> relay_set(False) ("fault:<name>").  The last 32 of each are kept.
+lock_set, locked, cp_duty, cp_level, bench, violation, alarm_error, under_load); violations:
+relay closed while not locked / CP not C or D / PWM off, and relay opened more than 100 ms
+after the vehicle left C/D; latencies: vehicle leaving C/D -> relay_set(False) ("left_cd"),
+fault injected while closed -> relay_set(False) ("fault:<name>").  The last 32 of each are
+kept.  under_load counts the contactor openings with more than 1 A flowing.
 
 Bench protocol
 --------------
@@ -32,12 +36,22 @@ Bad input (not JSON, unknown cmd or key, wrong type or range) changes nothing.
   {"cmd":"mains","v":0..500,"pf":0..1,"noise":0..0.2}  RMS volts, power factor, noise fraction
   {"cmd":"temp","c":-60..250}              connector temperature
   {"cmd":"fault","name":N,"on":b}          N: welded lock_stuck estop leakage diode cp_short
-                                           rcd_dead adc_dead (estop/leakage fire on_alarm)
+                                           rcd_dead adc_dead ntc_open cp_rail (estop/leakage
+                                           fire on_alarm)
+  Inputs at the ADC's rails: ntc_open puts the NTC's ADC input at the floor (gun_temp reads
+  2500, a broken sensor, as the ESP32 HAL reads any NTC outside the ADC's range); cp_rail
+  puts the CP sense input at the top rail (cp_read gives 21816 mV, what the ESP32 board
+  reads for code 4095 through the devkitc divider; the CP line and the vehicle are sound);
+  mains above ~290 V or a current above ~70 A clip the simulated 12-bit ADC (codes 0, 4095).
   {"cmd":"button"}                         press the local stop button once
   {"cmd":"net","up":b}                     network link up/down
   {"cmd":"speed","x":1..10000}             board ms per real ms
   {"cmd":"clock","epoch_ms":int}           jump the wall clock (trust unchanged)
   {"cmd":"freeze","ms":0..120000}          block the event loop this many board ms
+  {"cmd":"starve","ms":1..60000}           out of memory for this many board ms: every
+                                           allocation of the application raises MemoryError
+  {"cmd":"heap"} -> {"alloc", "free", "largest"}   after a collection; largest: the
+                                           biggest block one allocation can still get
   {"cmd":"state"}   -> {"ok":true,"state":{cp_duty, cp_hi, cp_lo, cp_level, relay_cmd,
                         relay_closed, lock_cmd, locked, plugged, want, vent, demand_a,
                         current_a, mains_v, pf, noise, temp_c, estop, leakage, faults, net_up,
@@ -77,9 +91,9 @@ _RING = const(64)  # events kept, in a preallocated list (no heap growth while r
 _KEEP = const(32)  # violations and latencies kept
 _LATE_US = const(100000)  # the relay must open this soon after the vehicle leaves C/D
 FAULTS = ["welded", "lock_stuck", "estop", "leakage", "diode", "cp_short", "rcd_dead",
-          "adc_dead"]
+          "adc_dead", "ntc_open", "cp_rail"]
 _EVENTS = ["relay_set", "contacts", "lock_set", "locked", "cp_duty", "cp_level", "bench",
-           "violation", "alarm_error"]  # event kinds, numbered as in the ring
+           "violation", "alarm_error", "under_load"]  # event kinds, numbered as in the ring
 
 # The built-in bench commands, one a line: the name, then its keys as key:kind or
 # key:kind:lo:hi.  Kinds: bool, float (any JSON number), int, fault (a name in FAULTS); a
@@ -96,7 +110,9 @@ fault name:Fault on:Bool
 net up:Bool
 speed x:Int:1:10000
 clock epoch_ms:Int:1:4.5e15
-freeze ms:Int:0:120000"""
+freeze ms:Int:0:120000
+starve ms:Int:1:60000
+heap map:bool"""
 
 
 _SIN = array("h", bytes(2 * _N))  # one mains cycle of sin, Q15
@@ -132,12 +148,14 @@ class Board:
         self._lock_t = 0  # board ticks when the lock was last commanded
         self._alarms = []
         self.on_alarm = self._alarms.append  # on_alarm(callback) registers a callback
-        self._ring = [0, None] * _RING  # events: real us << 4 | kind number, value
+        self._ring = [0, 0, None] * _RING  # events: real us, kind number, value
         self._seq = 0  # number of the next event
         self.violations, self.violation_count, self.latencies = [], 0, []
         # what the relay must answer, name -> real us: "left_cd" (the vehicle left C/D with
         # the relay closed) and "fault:<name>" (injected while the relay was closed)
         self._pending = {}
+        self._off_t = None  # board ticks the PWM went off under a vehicle drawing current
+        self.under_load = 0  # contactor openings with current flowing (more than 1 A)
         self.watchdog = [0, 0, 0]  # last feed (real ticks), timeout (board ms), armed
         self._srv = None
         # the world: defaults, overlaid with what the world file holds (the same types)
@@ -184,18 +202,19 @@ class Board:
             self.violation_count += 1
             self.violations.append((time.time_ns() // 1000, v))
             del self.violations[:-_KEEP]
-        n = self._seq % _RING * 2
-        self._ring[n] = (time.time_ns() // 1000) << 4 | _EVENTS.index(ev)
-        self._ring[n + 1] = v
+        n = self._seq % _RING * 3     # three small ints (no big int per event)
+        self._ring[n] = time.time_ns() // 1000
+        self._ring[n + 1] = _EVENTS.index(ev)
+        self._ring[n + 2] = v
         self._seq += 1
 
     def events(self, since=0):
         """Recorded events numbered since..: list of {"n", "t_us", "ev", "v"}."""
         out = []
+        r = self._ring
         for n in range(max(since, self._seq - _RING), self._seq):
-            x = self._ring[n % _RING * 2]
-            out.append({"n": n, "t_us": x >> 4, "ev": _EVENTS[x & 15],
-                        "v": self._ring[n % _RING * 2 + 1]})
+            k = n % _RING * 3
+            out.append({"n": n, "t_us": r[k], "ev": _EVENTS[r[k + 1]], "v": r[k + 2]})
         return out
 
     # ---- time
@@ -229,22 +248,34 @@ class Board:
         if type(duty) is not int or not 0 <= duty <= 100:
             raise ValueError("duty")
         if duty != self.duty:
+            if 0 < self.duty < 100 and self._level in "CD":
+                self._off_t = self.ticks_ms()   # the vehicle takes ev_react_ms to see it
+            elif 0 < duty < 100:
+                self._off_t = None
             self.duty = duty
             self._event("cp_duty", duty)
             self._update()
 
-    def cp_read(self):
+    def cp_read(self, sense=True):
         w = self.w
         f = w["faults"]
+        if sense and "cp_rail" in f:  # what the firmware reads; the line itself is sound
+            self.cp_read(False)         # and goes on as it would
+            return 21816, 21816
         if "cp_short" in f:
             return 0, 0
         d = self.duty
         if d == 0:
             return -12000, -12000
         pwm = d < 100
+        late = self._off_t is not None     # PWM just went off: the vehicle still in C/D
+        if late and time.ticks_diff(self.ticks_ms(), self._off_t) >= \
+                self.sim.get("ev_react_ms", 100):
+            self._off_t = late = None
+            self._update()
         if not w["plugged"]:
             hi = 12000
-        elif pwm and w["want"]:
+        elif (pwm or late) and w["want"]:
             hi = 3000 if w["vent"] else 6000
         else:
             hi = 9000
@@ -256,7 +287,7 @@ class Board:
 
     def cp_level(self):
         """The IEC 61851 state of the CP high level: A 12 V, B 9, C 6, D 3, E 0, F -12 V."""
-        return "FEDCBA"[max(0, self.cp_read()[0] // 3000 + 1)]
+        return "FEDCBA"[max(0, self.cp_read(False)[0] // 3000 + 1)]
 
     def _update(self):
         """Note a CP level change; time the vehicle leaving C/D while the relay is closed."""
@@ -297,7 +328,10 @@ class Board:
                 why.append("PWM off")
             if why:
                 self._event("violation", "relay closed: " + ", ".join(why))
-        elif self.relay_cmd:  # opening: the latency of each thing it answers
+        elif self.relay_cmd:  # opening: under load? and the latency of what it answers
+            if self.current_a() > 1:
+                self.under_load += 1
+                self._event("under_load", self.current_a())
             p, lat = self._pending, self.latencies
             if "left_cd" in p:
                 d = t - p.pop("left_cd")
@@ -370,6 +404,8 @@ class Board:
         return v, i, _PERIOD_US
 
     def gun_temp(self):
+        if "ntc_open" in self.w["faults"]:  # at the ADC's floor: a broken sensor
+            return 2500
         return int(self.w["temp_c"] * 10)
 
     # ---- protective inputs (on_alarm is bound in __init__)
@@ -445,8 +481,14 @@ class Board:
                         w.write(json.dumps(self.bench(line)) + "\n")
                         await w.drain()
             except Exception as e:  # a dropped client must not stop the server
-                print("sim: bench:", repr(e))
-            w.close()
+                try:
+                    print("sim: bench:", repr(e))
+                except MemoryError:
+                    pass
+            try:
+                w.close()
+            except Exception:
+                pass
 
         async def bench_port():
             self._srv = await asyncio.start_server(bench, "127.0.0.1", port)
@@ -525,6 +567,13 @@ class Board:
                 elif cmd == "freeze":
                     rep["real_ms"] = req["ms"] // self.speed
                     time.sleep_ms(rep["real_ms"])
+                elif cmd == "starve":
+                    asyncio.create_task(self._starve(req["ms"]))
+                elif cmd == "heap":
+                    rep.update(self._heap())
+                    if req.get("map"):
+                        import micropython
+                        micropython.mem_info(1)     # the block map, on the console
                 else:  # the world: plug, unplug, car, mains, temp, fault
                     name, f, fire = req.get("name"), w["faults"], False
                     if cmd == "plug" or cmd == "unplug":
@@ -559,6 +608,33 @@ class Board:
             rep["id"] = req["id"]
         return rep
 
+    def _heap(self):
+        """The heap after a collection: in use, free, and the largest block that can be
+        allocated in one piece (found by trying: fragmentation is what fails first)."""
+        import gc
+        gc.collect()
+        out = {"alloc": gc.mem_alloc(), "free": gc.mem_free()}
+        lo, hi = 0, out["free"]
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            try:
+                bytearray(mid)
+                lo = mid
+            except MemoryError:
+                hi = mid - 1
+        out["largest"] = lo
+        return out
+
+    async def _starve(self, ms):
+        """Out of memory for ms board ms: every allocation the loop's other tasks make
+        raises MemoryError (the heap locked; this task allocates nothing until the end)."""
+        import micropython
+        micropython.heap_lock()
+        try:
+            await asyncio.sleep_ms(max(1, ms // self.speed))
+        finally:
+            micropython.heap_unlock()
+
     def state(self):
         """Everything the bench may want to see, as one JSON-able dict."""
         hi, lo = self.cp_read()
@@ -580,4 +656,5 @@ class Board:
             "net_up": self.net, "speed": self.speed, "now_ms": self.now_ms(),
             "ticks_ms": self.ticks_ms(), "trusted": self._trusted, "reset_cause": self.reset,
             "overdue_ms": None if t is None else (time.time_ns() // 1000 - t) // 1000,
-            "violations": vs, "violation_count": self.violation_count, "latencies": ls}
+            "violations": vs, "violation_count": self.violation_count, "latencies": ls,
+            "under_load": self.under_load}

@@ -46,10 +46,11 @@ class App:
         self.metering = Metering(board, board_cfg, cfg, p["meter_dc_counts"])
         self.journal = Journal(cfg, self.link, self.proto, self.metering, board.ticks_ms)
         self.gun = Gun(board, cfg, board_cfg, self.prot, self.metering, self.journal,
-                       self.tariff)
+                       self.tariff, self.storage_error)
         self.reports = Reports(cfg, board, self.proto, self.link, self.gun, self.prot,
                                self.journal, self.tariff)
         self.rejected = 0
+        self.failed = 0           # task rounds that raised (out of memory, say)
         self.seen = []            # (cmd, session_id, result, why) of the last SEEN services
         self.alive = {}           # critical task -> ticks of its last round
         self.hung = None          # bench: the task told to hang (watchdog test)
@@ -102,9 +103,12 @@ class App:
                 result, why = self.gun.stop(*args)
             self.seen = self.seen[-(_SEEN - 1):] + [(cmd, sid, result, why)]
             self._reply(cmd, sid, result, args, why)
-        except Exception as e:
-            self.rejected += 1
-            log.error("down", "handler failed on %s: %r" % (topic, e))
+        except Exception as e:              # MemoryError included: no reply; the
+            self.rejected += 1              # platform's retry is answered then
+            try:
+                log.error("down", "handler failed on %s: %r" % (topic, e))
+            except Exception:
+                pass
 
     def _reply(self, cmd, sid, result, args, why):
         _, topic, payload = self.proto.reply(cmd, sid, result, args, why)
@@ -145,17 +149,28 @@ class App:
         self.journal.poll()
 
     async def _task(self, name, period_ms):
-        """A critical task, watched by the watchdog: "control", "measure" or "report"."""
+        """A critical task, watched by the watchdog: "control", "measure" or "report".
+        Nothing a round raises ends it: out of memory (a MemoryError may come from any
+        allocation) or anything else, the round is counted and logged if it can be, and
+        the next one tries again (every round is written so that a half round changes
+        nothing that the next cannot finish: pile.gun, pile.reports, pile.journal)."""
         while True:
             while self.hung == name:        # bench "hang": this task stops going round
                 await asyncio.sleep_ms(1000)
             self.alive[name] = time.ticks_ms()
-            if name == "control":
-                self.control()
-            elif name == "measure":
-                await self.measure()
-            else:
-                self.report()
+            try:
+                if name == "control":
+                    self.control()
+                elif name == "measure":
+                    await self.measure()
+                else:
+                    self.report()
+            except Exception as e:          # MemoryError included
+                self.failed += 1
+                try:
+                    log.error("app", "%s round failed: %r" % (name, e))
+                except Exception:           # (formatting the line needs memory too)
+                    pass
             await asyncio.sleep_ms(period_ms)
 
     async def watchdog(self):
@@ -169,9 +184,11 @@ class App:
         now = time.ticks_ms()
         for name in ("control", "measure", "report"):
             self.alive.setdefault(name, now)      # a task that never starts counts too
-        while True:
-            now = time.ticks_ms()
-            if all(time.ticks_diff(now, t) < wdt_ms // 2 for t in self.alive.values()):
+        while True:                 # allocates nothing: it goes on while memory is short
+            now, ok = time.ticks_ms(), True
+            for name in self.alive:
+                ok = ok and time.ticks_diff(now, self.alive[name]) < wdt_ms // 2
+            if ok:
                 self.board.wdt_feed()
             await asyncio.sleep_ms(max(5, min(100, wdt_ms // self.board.speed // 4)))
 
@@ -206,5 +223,6 @@ class App:
                     journal=len(self.journal.recs),
                     link=self.link.connected, connects=self.link.connects,
                     link_error=self.link.last_error, provision_error=self.prov.last_error,
-                    rejected=self.rejected, storage_error=self.storage_error,
+                    rejected=self.rejected, failed=self.failed,
+                    storage_error=self.storage_error, flash=store.written,
                     mem_alloc=gc.mem_alloc(), mem_free=gc.mem_free())

@@ -6,8 +6,19 @@ of an optional section.  The hardware sections (pins, cp, ntc, hw) are required 
 real board: when the file has "pins", or on the ESP32 itself.  The "sim" section belongs
 to hal/sim.py and is not checked here.  main.py runs this once at boot and drops the
 module again; tools/deploy.py and tools/calibrate.py run it on the host (plain Python for
-both).  The table is one string, split while checking: loaded, the module takes 3.6 KB of
+both).  The table is one string, split while checking: loaded, the module takes 4.4 KB of
 heap (a table of tuples took 9.6 KB); 0.7 KB of interned names stays after it is dropped.
+
+"adc" (optional) says what the board's ADC can really read, at the attenuation the HAL
+sets: min_mv..max_mv, the input range of its calibrated reads (read_uv), and min_code,
+max_code, the raw 12-bit codes it returns at and beyond those limits (a code at or past
+one of them is at a rail: the input may be anywhere beyond).  The defaults are the ESP32's
+at 11 dB: 150..3100 mV (Espressif's range starts at 150 mV: an input below it reads the
+chip's calibrated floor, about 75..150 mV, not 0; it saturates near 3.1 V), codes 0..4095.
+Its users: the ESP32 HAL (an NTC read outside min_mv..max_mv is a broken sensor),
+pile.metering (a burst with a sample at a rail code is clipped: no measurement), and the
+check here that the CP sense divider maps the plausible CP range (+-CP_MV, pile.pilot's
+CP_MAX_MV) strictly inside the codes, so that a CP read at a rail is implausible.
 """
 import sys
 
@@ -26,7 +37,9 @@ pins.estop i -1 48,pins.leak i -1 48,pins.rcd_test i -1 48,pins.button i -1 48,
 active.* I 0 1,cp.offset i 0 4095,cp.uv i 100 100000,cp.reads i 8 400,
 ntc.beta i 1000 10000,ntc.r25 i 100 1000000,ntc.r_fixed i 100 1000000,
 ntc.vref_mv i 1000 5000,ntc.top i 0 1,hw.mains_hz i 45 65,hw.cycles i 1 4,
-hw.max_pairs i 32 2000,hw.rcd_ms i 10 500,protection.* I -100000000 100000000"""
+hw.max_pairs i 32 2000,hw.rcd_ms i 10 500,protection.* I -100000000 100000000,
+adc.min_mv I 0 1000,adc.max_mv I 500 5000,adc.min_code I 0 4095,adc.max_code I 0 4095"""
+CP_MV = 13500   # pile.pilot.CP_MAX_MV: the plausible CP plateaus lie within +-CP_MV
 
 
 def validate(cfg):
@@ -69,4 +82,17 @@ def validate(cfg):
         used = [p for p in cfg.get("pins", {}).values() if p >= 0]
         if len(set(used)) != len(used):
             errors.append("pins: one GPIO assigned twice")
+        a = cfg.get("adc", {})
+        lo, hi = a.get("min_code", 0), a.get("max_code", 4095)
+        if not a.get("min_mv", 150) < a.get("max_mv", 3100):
+            errors.append("adc.min_mv, max_mv: min_mv must be below max_mv")
+        if not lo < hi:
+            errors.append("adc.min_code, max_code: min_code must be below max_code")
+        cp = cfg.get("cp")
+        if cp and min(cp["offset"] - lo, hi - cp["offset"]) * cp["uv"] <= CP_MV * 1000:
+            errors.append("cp.offset, uv: CP -%d..+%d mV must read inside adc codes %d..%d"
+                          % (CP_MV, CP_MV, lo, hi))
+        ntc = cfg.get("ntc")
+        if ntc and not a.get("min_mv", 150) < ntc["vref_mv"]:
+            errors.append("ntc.vref_mv: must be above adc.min_mv")
     return errors

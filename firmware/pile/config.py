@@ -35,6 +35,8 @@ DEFAULTS = dict(
     backoff_max_ms=5000,        # each wait drawn from half to all of it (jitter)
     reprovision_s=600,          # the stored broker not reached this long: provision again
     provision_timeout_ms=8000,
+    ca_file="",           # TLS (https, ssl, mqtts): the CA file (DER or PEM) the server's
+                          # certificate must chain to, beside config.json; "": TLS refused
     # cadences (PROTOCOL.md §6, model)
     telemetry_fast_s=5,
     telemetry_fast_for_s=60,
@@ -49,6 +51,10 @@ DEFAULTS = dict(
     power_loss_reason=1001,
     wdt_ms=8000,          # watchdog: real ms without every critical task going round
     vehicle_pause_s=300,  # vehicle back in B this long: session ends with 1010
+    stop_wait_ms=3000,    # a normal stop: PWM off, the relay opens when the vehicle leaves
+                          # C, at most this long after (IEC 61851-1 EVSE-initiated stop)
+    relay_min_open_s=10,  # the contactor closes again only this long after it opened
+    status_min_ms=1000,   # changes of work_status reported at most this often (coalesced)
     # stopChargeSrv stop_reason -> stop code (ours; 1002 for any other reason)
     stop_codes={"10": 1009, "11": 1012, "12": 1013, "13": 1002, "14": 1002},
     register_save_mwh=100000,   # meter register: written every 0.1 kWh ...
@@ -88,6 +94,9 @@ def load(path):
     for key in ("app_id", "product_type", "secret_key", "provision_url"):
         if not cfg.get(key):
             errors.append("config key %s is required" % key)
+    ca = cfg["ca_file"]
+    if ca and ca[0] != "/" and "/" in path:     # a relative name: beside config.json
+        cfg["ca_file"] = path.rsplit("/", 1)[0] + "/" + ca
     return cfg, errors
 
 

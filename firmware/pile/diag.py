@@ -20,7 +20,8 @@ _HELP = """Ctrl-C stopped the application; the relay is open.
                          acknowledged by the platform
   diag.logs(20)          the last lines of the log
   diag.adc(10)           mean raw ADC counts and RMS V, I over 10 bursts (calibration)
-  diag.stop()            end the running session now: relay open, lock released, order kept
+  diag.stop()            end the running session: PWM off, relay open once the vehicle
+                         has left C (at most stop_wait_ms), lock released, order kept
   diag.provision()       forget the MQTT credentials: provision again at the next run
   diag.config()          config.json as the next run reads it, secrets masked
   diag.set_config("heartbeat_s", 60)   change one key and save config.json
@@ -89,9 +90,18 @@ def adc(n=10):
 
 
 def stop():
+    """End the running session: PWM off, the relay opens once the vehicle has left C (the
+    gun's own normal stop, stepped here while the application is stopped), at most
+    stop_wait_ms later; the order is journaled; the lock is released."""
+    import time
     a = _app()
     g, b = a.gun, a.board
     g.local_stop()
+    t0 = time.ticks_ms()
+    while g.s is not None and time.ticks_diff(time.ticks_ms(), t0) < \
+            a.cfg["stop_wait_ms"] + 500:
+        g.step()
+        time.sleep_ms(10)
     b.relay_set(False)
     g.relay = False
     if not b.relay_feedback():

@@ -41,7 +41,7 @@ from time import ticks_diff
 
 from micropython import const
 
-from pile import journal, log, pilot, session, store
+from pile import fees, journal, log, pilot, session, store
 from pile import protection as pr
 
 IDLE, PLUGGED, STARTING, CHARGING, FINISHED, FAULTED = 10, 11, 12, 13, 14, 16
@@ -62,6 +62,7 @@ NO_TIME = const(6001)
 JOURNAL_FULL = const(6002)
 BAD_LIMIT = const(6003)
 TOO_OLD = const(6004)
+NO_STORAGE = const(6005)
 LOCK_MS = const(1500)
 _LOCK_TRIES = const(3)
 _RECENT = const(8)
@@ -69,7 +70,8 @@ _CP_SETTLE = const(3)       # CP reads after a duty change before a CP fault cou
 
 
 class Gun:
-    def __init__(self, board, cfg, board_cfg, prot, metering, journal_, tariff):
+    def __init__(self, board, cfg, board_cfg, prot, metering, journal_, tariff,
+                 storage_error=None):
         r = board_cfg["ratings"]
         self.board, self.cfg, self.prot = board, cfg, prot
         self.metering, self.journal, self.tariff = metering, journal_, tariff
@@ -85,6 +87,10 @@ class Gun:
         self.lock_bad = self.rcd_bad = False    # one-step inputs of protection
         self.settle = 0                 # CP reads since the duty last changed
         self.link_up, self.offline_since = True, None
+        self.last = None                # the finished session, while still plugged (14)
+        self.opened_t = board.ticks_ms() - cfg["relay_min_open_s"] * 1000
+        self.vent = board_cfg.get("ventilation", 0)     # the pile may supply in state D
+        self.storage_error = storage_error  # flash not writable: no charging (6005)
         self.inp = [None] * pr.INPUTS   # protection's inputs, refilled every step
         board.cp_set(100)
         board.relay_set(False)
@@ -109,11 +115,17 @@ class Gun:
         self.lock_bad = self.rcd_bad = False
         if code:
             self.end(code, code)
+        elif s and s.stop:                  # a normal stop, PWM off: the relay opens once
+            if not (self.relay and self._may_close(False)) or \
+                    ticks_diff(now, s.stop[1]) >= self.cfg["stop_wait_ms"]:
+                self._finish(s, s.stop[0])  # the vehicle has left C (or took too long)
         elif s and cp == "A":
             self.end(_PULLED_OUT) if self.state == CHARGING else \
                 self.end(0, failed=_NOT_CONNECTED)
         elif self.state == STARTING:
-            if locked and self._may_close():
+            if cp == "D" and not self.vent:
+                self.end(0, pr.VENT, failed=_START_FAULT)   # no ventilation: no energy
+            elif locked and self._may_close():
                 self._begin(now)
             elif ticks_diff(now, s.t0) > self.cfg["start_timeout_s"] * 1000:
                 self.end(0, failed=_START_TIMEOUT)
@@ -131,7 +143,7 @@ class Gun:
         inp[pr.IN_RCD], inp[pr.IN_LOCK] = self.rcd_bad, self.lock_bad
         inp[pr.IN_METER] = m.bad
         inp[pr.IN_MV] = m.mv if m.valid else None
-        inp[pr.IN_MA] = m.ma if m.valid and self.relay else None
+        inp[pr.IN_MA] = (1 << 30 if m.over else m.ma) if m.valid and self.relay else None
         da = pilot.current_da(duty) if 0 < duty < 100 else None
         inp[pr.IN_OFFER] = (self.limit_da() if da is None else da) * 100
         inp[pr.IN_TEMP] = b.gun_temp()
@@ -140,23 +152,38 @@ class Gun:
         inp[pr.IN_CP] = self.settle >= _CP_SETTLE and (cp == "E" or cp == "F" and duty != 0)
         inp[pr.IN_DIODE] = not self.pilot.diode_ok
         inp[pr.IN_ABSENT] = cp == "A" and duty != 0 and self.settle >= _CP_SETTLE
+        inp[pr.IN_VENT] = cp == "D" and not self.vent
         return inp
 
-    def _may_close(self):
-        """May the relay be (or stay) closed?"""
-        return (self.board.lock_feedback() and self.pilot.state in "CD" and
-                self.pilot.raw in "CD" and 0 < self.duty < 100 and not self.prot.code())
+    def _may_close(self, pwm=True):
+        """May the relay be (or stay) closed?  The lock confirmed, the vehicle in C (or D
+        with ventilation) in the debounced state and in this read, no fault, and PWM on
+        (pwm False: while a normal stop waits for the vehicle, PWM is off)."""
+        p = self.pilot
+        return (self.board.lock_feedback() and p.state in "CD" and p.raw in "CD" and
+                (self.vent or p.state != "D") and (not pwm or 0 < self.duty < 100) and
+                not self.prot.code())
 
     def _apply(self, now, stepping=True):
         """The one writer of the outputs: CP duty, relay, lock, written only on change
         (and the lock driven again while it does not follow)."""
         b, s = self.board, self.s
-        closed = self.state == CHARGING and s.paused is None and self._may_close()
+        closed = False
+        if self.state == CHARGING and not s.ending:
+            if s.stop:                      # stopping: the relay only holds (see end())
+                closed = self.relay and self._may_close(False)
+            elif s.paused is None and self._may_close():
+                # anti-chatter: closed again only relay_min_open_s after it opened
+                closed = self.relay or ticks_diff(now, self.opened_t) >= \
+                    self.cfg["relay_min_open_s"] * 1000
         if closed != self.relay:
             b.relay_set(closed)
             self.relay = closed
+            if not closed:
+                self.opened_t = now
             log.info("gun", "relay %s" % ("closed" if closed else "open"))
-        duty = (pilot.duty_for(self.limit_da()) or 100) if s else self.prot.idle_duty()
+        duty = self.prot.idle_duty() if s is None else 100 if s.stop else \
+            pilot.duty_for(self.limit_da()) or 100
         if duty != self.duty:
             b.cp_set(duty)
             self.duty, self.settle = duty, 0
@@ -201,17 +228,25 @@ class Gun:
         if state != self.state:
             log.info("gun", "work_status %d->%d" % (self.state, state))
             self.state = state
+            if state != FINISHED:
+                self.last = None
 
     def work_status(self):
         return FAULTED if self.prot.code() else self.state
 
     # --- a running session ----------------------------------------------------------------
     def _begin(self, now):
-        """The vehicle asks for power with the lock confirmed: charging begins."""
-        s = self.s
-        s.begin(now, self.board.now_ms(), self.metering.register())
+        """The vehicle asks for power with the lock confirmed: charging begins.  The
+        start result is journaled before the state moves (should memory run out in
+        between, the next step begins again: the journal keeps one record a trade)."""
+        s, wall = self.s, self.board.now_ms()
+        m = s.model
+        band = fees.band_at(m, fees.local_minute(wall, self.cfg["tz_min"]))
+        self.journal.add([journal.START, s.trade, _OK, 0],
+                         [s.trade, wall, self.metering.register(), m["id"], m["power"],
+                          m["service"], band])
+        s.begin(now, wall, self.metering.register())
         self._to(CHARGING)
-        self._result(journal.START, s.trade, _OK, 0)
         s.save(self.board.now_ms())
         log.info("gun", "%s charging" % s.trade)
 
@@ -219,10 +254,10 @@ class Gun:
         """One step of charging: pauses in B, and every stop condition but the energy
         limits (measured(): they move with the energy)."""
         s, cfg = self.s, self.cfg
-        if cp in "CD":
+        if cp == "C" or cp == "D" and self.vent:
             s.paused = None
         elif s.paused is None:
-            s.paused = now
+            s.paused = now                  # B, or D on a pile without ventilation
         s.advance(ticks_diff(now, s.tick))
         s.tick = now
         code = s.limit_code()
@@ -230,7 +265,7 @@ class Gun:
             self.end(code)
         elif s.paused is not None and \
                 ticks_diff(now, s.paused) > cfg["vehicle_pause_s"] * 1000:
-            self.end(_VEHICLE_S2)
+            self.end(pr.VENT if cp == "D" else _VEHICLE_S2)
         elif not self.link_up and self.offline_since is not None and \
                 ticks_diff(now, self.offline_since) > cfg["offline_charge_s"] * 1000:
             self.end(_OFFLINE)
@@ -276,6 +311,8 @@ class Gun:
             result, fault = _START_FAULT, self.prot.code()
         elif self.pilot.state not in "BCD":
             result = _NOT_CONNECTED
+        elif self.storage_error:                # what cannot be journaled is not billed
+            fault = NO_STORAGE
         elif not self.tariff.model:
             fault = NO_FEE_MODEL
         elif mode in (11, 12, 14, 15) and limit <= 0 or \
@@ -308,14 +345,14 @@ class Gun:
 
     def stop(self, gun, trade, reason):
         """stopChargeSrv: the journal sends stopChaResEvt; return (reply result, reason)."""
-        if self.s and self.s.trade == trade:
+        s = self.s
+        if s and s.trade == trade and not s.stop:
             self.end(self.cfg["stop_codes"].get(str(reason), _BY_PLATFORM), 0, True)
             return _OK, None
-        for rec in self.recent:
-            if rec[0] == trade:
-                break
-        else:
-            rec = None
+        rec = (trade, 0, 0, s.stop[0]) if s and s.trade == trade else None  # stopping
+        for r in self.recent:
+            if r[0] == trade:
+                rec = r
         self._result(journal.STOP, trade, _FAIL, 11 if rec else 10, rec[3] if rec else 0)
         return _FAIL, "already stopped" if rec else "unknown pre_trade_no"
 
@@ -334,30 +371,56 @@ class Gun:
     # --- the end of a session -------------------------------------------------------------
     def end(self, code=AT_PILE, fault=0, by_platform=False, failed=0):
         """End what is running with stop code `code` (by default 1001, the pile's own
-        stop); the outputs follow at once (_apply).  A charging session journals its
-        order; a start that never reached charging delivered nothing and makes no order:
-        it fails with start_result `failed`, else 11 with `fault` for a fault, else 15.
-        `by_platform`: the platform's stopChargeSrv, answered with stopChaResEvt."""
+        stop).  A normal stop of a charging session with the relay closed switches the
+        PWM off first (the vehicle sees B and stops drawing current) and keeps the relay
+        closed until the vehicle has left C, at most stop_wait_ms (IEC 61851-1's EVSE-
+        initiated stop): no contactor opens under load; step() then finishes it.  A fault
+        (and everything else) ends it at once.  A charging session journals its order; a
+        start that never reached charging delivered nothing and makes no order: it fails
+        with start_result `failed`, else 11 with `fault` for a fault, else 15.
+        `by_platform`: the platform's stopChargeSrv, answered with stopChaResEvt now."""
         s = self.s
         if s is None:
             return
-        charging = self.state == CHARGING
-        self.s = None
-        self._to((FINISHED if charging else PLUGGED) if self.pilot.state in "BCD" else IDLE)
-        self._apply(self.board.ticks_ms(), False)     # the relay opens first
+        if s.stop is None and not fault and self.state == CHARGING and self.relay:
+            s.stop = (code, self.board.ticks_ms())
+            log.info("gun", "%s stopping %d: PWM off" % (s.trade, code))
+            if by_platform:
+                self._result(journal.STOP, s.trade, _OK, 0, code)
+            self._apply(s.stop[1], False)
+            return
+        self._finish(s, (s.stop[0] if s.stop and not fault else code), fault, failed,
+                     by_platform)
+
+    def _finish(self, s, code, fault=0, failed=0, by_platform=False):
+        """The end of session s: the relay opens first, then the records are made and
+        journaled, then the state moves.  Out of memory anywhere on the way, the session
+        stays (ending: the relay never closes again) and the next step ends it again:
+        the journal keeps one record of each kind a trade, so nothing is lost or doubled."""
+        charging, now = self.state == CHARGING, self.board.ticks_ms()
+        s.ending = True
+        if self.relay:
+            self.board.relay_set(False)
+            self.relay, self.opened_t = False, now
         if charging:
             result, fault = _OK, 0
         else:
             result = failed or (_START_FAULT if fault else _START_FAILED)
             self._result(journal.START, s.trade, result, fault)
-            log.warn("gun", "%s failed %d/%d" % (s.trade, result, fault))
-        self._remember(s.trade, result, fault, code)
         if by_platform:
             self._result(journal.STOP, s.trade, _OK, 0, code)
         if charging:
             self.journal.add(s.record(code, self.board.now_ms()))
+        self._remember(s.trade, result, fault, code)
+        self.s = None
+        self.last = s if charging else None
+        self._to((FINISHED if charging else PLUGGED) if self.pilot.state in "BCD" else IDLE)
+        self._apply(now, False)
+        if charging:
             store.remove(session.FILE)
             log.info("gun", "session %s ended %d, %d Wh" % (s.trade, code, sum(s.e) // 1000))
+        else:
+            log.warn("gun", "%s failed %d/%d" % (s.trade, result, fault))
 
     def local_stop(self):
         """The stop button, the bench or the REPL: stop code 1001."""
@@ -369,10 +432,19 @@ class Gun:
         that session; the checkpoint goes only once the order is journaled.  The
         journal's latest sessions are remembered, so a repeated start or stop is only
         answered."""
-        rec = session.restore(self.cfg["power_loss_reason"])
+        code, j, o = self.cfg["power_loss_reason"], self.journal, self.journal.open
+        rec = session.restore(code)
+        if rec is None and o and not j.has(o[0]):
+            # every checkpoint lost: the order from the meter register, all of its energy
+            # in the band of the start, ended at the register's last write
+            e = [0, 0, 0, 0]
+            e[o[6]] = max(0, self.metering.register() - o[2])
+            rec = [journal.ORDER, o[0], o[1], max(o[1], self.metering.saved_ms), o[3],
+                   o[2], e, o[4], o[5], code]
+            log.warn("gun", "session %s: no checkpoint; billed from the register" % o[0])
         if rec is not None:
-            if not self.journal.has(rec[1]):
-                self.journal.add(rec)
+            if not j.has(rec[1]):
+                j.add(rec)
                 log.warn("gun", "session %s closed at boot, %d Wh"
                          % (rec[1], sum(rec[6]) // 1000))
             store.remove(session.FILE)
@@ -386,8 +458,11 @@ class Gun:
     # --- what the reports say -------------------------------------------------------------
     def status(self):
         """acGunRunIty's values (pile.protocol.status): work_status, plugged, locked, relay
-        closed, duty, mV, mA, mW, 0.1 degC, trade, charged ms, energy per band, model."""
-        b, m, s = self.board, self.metering, self.s
+        closed, duty, mV, mA, mW, 0.1 degC, trade, charged ms, energy per band, model;
+        current and power 0 with the relay open; after a session, until the unplug, the
+        finished session's trade and totals."""
+        b, m = self.board, self.metering
+        s = self.s or self.last             # finished, still plugged: its trade, totals
         closed = b.relay_feedback()
         return (self.work_status(), self.pilot.state in "BCD", b.lock_feedback(), closed,
                 self.duty, m.mv, m.ma if closed else 0, m.mw if closed else 0, b.gun_temp(),

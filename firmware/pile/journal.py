@@ -29,7 +29,10 @@ ack_wait_s starts another, the wait doubling up to ack_backoff_max_s.  An acknow
 of a copy sent in this round or the one before counts.
 
 journal.json: {"v": 2, "r": [records], "d": [[trade, stop_code], ...], "top": highest
-sum_end in mWh} (top: the meter register is never behind an order).  Version 1
+sum_end in mWh, "seq": the next free event id, "open": [trade, start_ms, sum_start_mWh,
+model_id, power prices, service prices, band at the start] of the session charging now,
+or null} (top: the meter register is never behind an order; seq: event ids never repeat
+even when seq.json is lost; open: an order even when every checkpoint is lost).  Version 1
 (orders.json: {"o": [wire values], "d": ..., "r": Wh}) is read and converted at boot.
 """
 import time
@@ -42,7 +45,7 @@ START, STOP, ORDER, WIRE = "S", "P", "O", "W"
 FILE = "journal.json"
 _OLD = const("orders.json")     # version 1, by firmware 0100000001
 CAPACITY = const(24)
-WINDOW = const(4)
+WINDOW = const(3)
 DONE = const(8)
 _KIND = const(0)                # record fields every kind has
 _TRADE = const(1)
@@ -83,7 +86,12 @@ def _check(doc):
         if type(d) is not list or len(d) != 2 or type(d[0]) is not str or \
                 type(d[1]) is not int:
             return "done list"
-    return None
+    o = doc.get("open")
+    if o is not None and (type(o) is not list or len(o) != 7 or type(o[0]) is not str or
+                          any(type(x) is not int or x < 0 for x in o[1:3] + [o[6]]) or
+                          type(o[3]) is not str or len(o[4]) != 4 or len(o[5]) != 4):
+        return "open session"
+    return None if type(doc.get("seq", 0)) is int else "event ids"
 
 
 def _name(r):
@@ -115,6 +123,8 @@ class Journal:
         old = self._convert() if not doc else None
         doc = old or doc
         self.recs, self.done, self.top = doc.get("r", []), doc.get("d", []), doc.get("top", 0)
+        self.open = doc.get("open")     # the session charging now (see add()), or None
+        proto.reserve(doc.get("seq", 0))
         for r in self.recs:
             if r[_KIND] in (ORDER, WIRE):
                 self.top = max(self.top, sum_end(r))
@@ -146,7 +156,8 @@ class Journal:
 
     def _save(self):
         """Written twice: both generations on flash (journal.json and .bak) hold it."""
-        doc = {"v": 2, "r": self.recs, "d": self.done, "top": self.top}
+        doc = {"v": 2, "r": self.recs, "d": self.done, "top": self.top,
+               "seq": self.proto.seq + 1, "open": self.open}
         self.dirty = not (store.save(FILE, doc) and store.save(FILE, doc))
 
     # --- what the gun asks -----------------------------------------------------------------
@@ -173,10 +184,21 @@ class Journal:
                 return True
         return False
 
-    def add(self, rec):
-        """Keep the record on flash (an order: the register with it), then send it."""
+    def add(self, rec, opened=None):
+        """Keep the record on flash (an order: the register with it), then send it.
+        opened: with the START record of a session that begins charging, what its order
+        needs should its checkpoints all be lost (kept until its order comes: see
+        pile.gun.recover)."""
         kind, trade = rec[_KIND], rec[_TRADE]
+        if opened is not None or kind == ORDER and self.open and self.open[0] == trade:
+            self.open = opened
         old = self.find(trade, kind)
+        if old is not None and kind != ORDER and old[2] == 10 and rec[2] != 10:
+            # a repeat refused ("already ...") never replaces the result that says what
+            # happened: it goes out once, unjournaled
+            if self.link.connected and self.proto.trusted():
+                self._send(rec)
+            return
         if old is not None:
             self.recs.remove(old)
             if old in self.todo:
@@ -195,8 +217,11 @@ class Journal:
         self._save()
         if kind == ORDER:
             self.metering.raise_to(sum_end(rec), True)
-        self.todo.append(rec)
-        self._pump()
+        try:                            # on flash: sending can wait for the next round
+            self.todo.append(rec)
+            self._pump()
+        except Exception:
+            pass
 
     # --- sending ---------------------------------------------------------------------------
     def _send(self, r):
@@ -262,22 +287,27 @@ class Journal:
             self.resend_all(min(self.wait_s * 2, self.cfg["ack_backoff_max_s"]))
 
     def acked(self, session_id, ok):
-        r = self.sent.pop(session_id, None)
+        """The platform's acknowledgement of event session_id (ok: result 10).  What it
+        needs is made before anything changes: out of memory midway, the record and its
+        id stay, and the platform's next acknowledgement (or a resend) finishes it."""
+        mine = session_id in self.sent
+        r = self.sent.get(session_id) if mine else self.old.get(session_id)
         if r is None:
-            r = self.old.pop(session_id, None)
-            if r is None:
-                return              # not a record of this round or the last
-        else:
-            self.flying -= 1
-        if not ok:
-            log.warn("journal", "%s refused by the platform; kept" % _name(r))
-        elif r in self.recs:
-            self.recs.remove(r)
+            return                  # not a record of this round or the last
+        if ok and r in self.recs:
+            done = self.done
             if r[_KIND] in (ORDER, WIRE):
-                self.done = (self.done + [[r[_TRADE], stop_code(r)]])[-DONE:]
+                done = (done + [[r[_TRADE], stop_code(r)]])[-DONE:]
+            self.recs.remove(r)
+            self.done = done
             log.info("journal", "%s acknowledged (%d pending)" % (_name(r), len(self.recs)))
             self._save()
             self._arm(self.cfg["ack_wait_s"])     # progress: wait afresh
+        elif not ok:
+            log.warn("journal", "%s refused by the platform; kept" % _name(r))
+        (self.sent if mine else self.old).pop(session_id)
+        if mine:
+            self.flying -= 1
         if not self.recs:
             self.next_try = None
         self._pump()

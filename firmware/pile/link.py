@@ -1,6 +1,8 @@
 """The platform link: an MQTT session that never stalls the loop and always comes back.
 
-umqtt.simple encodes and decodes the MQTT packets; this module owns the transport.
+umqtt.simple encodes and decodes the MQTT packets; this module owns the transport: TCP,
+or TLS for ssl:// and mqtts:// (pile/net.py checks the broker's certificate; the CONNECT
+is the first write, so the handshake is over before the password leaves).
 The Link itself stands in for umqtt's socket (and socket module): umqtt's writes collect
 in a transmit buffer that an asyncio stream sends, and it is handed incoming bytes only
 once a whole packet has arrived, so none of umqtt's blocking reads can block.
@@ -15,8 +17,9 @@ so a backlog is never dropped after umqtt has acknowledged it.
 
 Failures handled (each ends the session and reconnects): the board's network going down
 (net_up(), asked every round: no waiting for a timeout), DNS failure, connection refused
-or reset, credentials refused (CONNACK 4/5: the stored credentials are dropped and
-provisioning runs again), a broker that accepts TCP and never answers (CONNACK timeout),
+or reset, the broker's certificate refused (TLS), credentials refused (CONNACK 4/5: the
+stored credentials are dropped and provisioning runs again), a broker that accepts TCP
+and never answers (CONNACK timeout),
 a silent link (nothing from the broker for one keepalive, though pinged at half of it),
 a peer that stops reading (bounded write wait), a malformed packet length.  A downlink
 over MAX_PACKET bytes is skipped as it streams in (acknowledged, logged, never buffered).
@@ -42,11 +45,12 @@ from umqtt import simple
 
 from pile import log, net
 
-_BOX = const(4096)           # the outbox's bytes
+_BOX = const(3072)           # the outbox's bytes
 _INBOX = const(8)            # received messages waiting for on_message
+_RX_HOLD = const(2048)       # with the inbox full, read on until rx holds this much
 _MAX_PACKET = const(8192)    # larger downlinks are skipped
 _WRITE_WAIT_MS = const(3000)
-_TX = const(1536)            # the transmit buffer: one packet at a time (it grows if need be)
+_TX = const(256)             # the transmit buffer: headers and topics (payloads go as they are)
 _TLEN = const(0)             # an outbox entry: topic length, payload length, qos, packet
 _PLEN = const(1)             # id once sent (None before), kept across a reconnect
 _QOS = const(2)
@@ -92,7 +96,7 @@ class Link:
         self.unreached = None           # ticks since the stored broker was last reached
         self._writer = None
         self._wake = asyncio.Event()
-        self._txbuf = bytearray(_TX)    # a packet is written into it and sent from it
+        self._txbuf = bytearray(_TX)    # small pieces of a packet collect here
         self._txn = 0
         simple.socket = self      # umqtt's socket module and socket: the methods below
 
@@ -106,16 +110,25 @@ class Link:
     setblocking = connect = close = _ignore
 
     def write(self, data, n=None):
+        """umqtt's writes: small pieces (headers, topics) collect in tx; a larger one (a
+        payload, from the outbox) goes to the stream as it is, after what tx holds."""
         data = memoryview(data)         # a str (umqtt's names and topics) as its UTF-8 bytes
         if n is not None:
             data = data[:n]
         end = self._txn + len(data)
-        if end > len(self._txbuf):          # a packet larger than any so far: keep room
-            buf = bytearray(end + 256)
-            buf[:self._txn] = memoryview(self._txbuf)[:self._txn]
-            self._txbuf = buf
+        if end > _TX:
+            self._push()
+            if len(data) > _TX:
+                self._writer.write(data)    # copied by the stream only if not all sent
+                return
+            end = len(data)
         self._txbuf[self._txn:end] = data
         self._txn = end
+
+    def _push(self):
+        if self._txn:
+            n, self._txn = self._txn, 0
+            self._writer.write(memoryview(self._txbuf)[:n])
 
     def read(self, n):
         if self.gated or len(self.rx) < n:
@@ -170,38 +183,53 @@ class Link:
     # --- the session loop ---------------------------------------------------------------
     async def run(self):
         delay = self.cfg["backoff_min_ms"]
-        while True:
-            if self.board.net_up():
-                try:
-                    await self._session(await self.prov.creds())
-                except Exception as e:  # every failure ends the session the same way
-                    self.last_error = "%s: %s" % (type(e).__name__, e) if str(e) else repr(e)
-                    log.warn("link", "session ended: %s" % self.last_error)
-                    if self.connected:
-                        delay = self.cfg["backoff_min_ms"]
-                self._down()
-            wait = delay // 2 + random.getrandbits(16) * delay // 131072
-            log.info("link", "reconnect in %d ms" % wait)
-            was_up, t0 = self.board.net_up(), time.ticks_ms()
-            while time.ticks_diff(time.ticks_ms(), t0) < wait:
-                await asyncio.sleep_ms(50)
-                if self.board.net_up() and not was_up:
-                    break                   # the network is back: connect now
-                was_up = self.board.net_up()
-            delay = min(delay * 2, self.cfg["backoff_max_ms"])
+        while True:                 # nothing ends it: out of memory between two sessions
+            try:                    # (say) is tried again a moment later
+                delay = await self._round(delay)
+            except Exception:
+                await asyncio.sleep_ms(200)
 
-    def _down(self):
-        """The session is over: forget what only it knew; keep what is sent again."""
+    async def _round(self, delay):
+        """One session (when the network is up) and the back-off after it."""
+        if self.board.net_up():
+            later = False           # a wait that is nobody's fault (the clock for TLS)
+            try:
+                await self._session(await self.prov.creds())
+            except Exception as e:  # every failure ends the session the same way
+                later = isinstance(e, net.Later)
+                try:
+                    self.last_error = "%s: %s" % (type(e).__name__, e) if str(e) else repr(e)
+                except Exception:
+                    self.last_error = "out of memory"
+                log.warn("link", "session ended: %s" % self.last_error)
+                if self.connected:
+                    delay = self.cfg["backoff_min_ms"]
+            self._down(later)
+        wait = delay // 2 + random.getrandbits(16) * delay // 131072
+        log.info("link", "reconnect in %d ms" % wait)
+        was_up, t0 = self.board.net_up(), time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < wait:
+            await asyncio.sleep_ms(50)
+            if self.board.net_up() and not was_up:
+                break                   # the network is back: connect now
+            was_up = self.board.net_up()
+        return min(delay * 2, self.cfg["backoff_max_ms"])
+
+    def _down(self, later=False):
+        """The session is over: forget what only it knew; keep what is sent again.
+        later: it could not start for a reason that is not the broker's (the clock)."""
         self.connected, self.lead = False, 0
         if self._writer:
-            asyncio.create_task(net.close(self._writer))
-            self._writer = None
+            w, self._writer = self._writer, None
+            asyncio.create_task(net.close(w))
         for k in range(len(self.q) - 1, -1, -1):
             if not self.q[k][_AGAIN]:
                 self._drop(k)
             else:
                 self.q[k][_PID] = None
-        if self.unreached is None:
+        if later:
+            self.unreached = None
+        elif self.unreached is None:
             self.unreached = time.ticks_ms()
         elif time.ticks_diff(time.ticks_ms(), self.unreached) > \
                 self.cfg["reprovision_s"] * 1000 and self.prov.stored:
@@ -211,9 +239,10 @@ class Link:
     async def _session(self, creds):
         cfg = self.cfg
         scheme, host, port, _ = net.split_url(creds["mqtt_server_addr"])
-        log.info("link", "connecting to %s:%d as %s" % (host, port, creds["mqtt_id"]))
-        self._reader, self._writer = await net.connect(host, port, cfg["connect_timeout_ms"],
-                                                       scheme in ("ssl", "mqtts"))
+        ca = net.ca_file(scheme, cfg, self.board.time_trusted())    # TLS: checked, or refused
+        log.info("link", "connecting to %s:%d%s as %s"
+                 % (host, port, " (TLS)" if ca else "", creds["mqtt_id"]))
+        self._reader, self._writer = await net.connect(host, port, cfg["connect_timeout_ms"], ca)
         self._txn, self.rx, self.gated = 0, b"", False
         self._acks = {}
         self._present = 0
@@ -224,10 +253,12 @@ class Link:
             creds["mqtt_id"], host, port, creds["mqtt_account"], creds["mqtt_password"],
             cfg["keepalive_s"])
         client.set_callback(self._deliver)
+        self._encode(client.connect, False)             # a persistent session
+        # over TLS this first write runs the handshake, alone (the reader starts after it):
+        # the CONNECT, with the password, leaves only for a broker whose certificate passed
+        await self._flush(cfg["connect_timeout_ms"])
         reader = asyncio.create_task(self._reader_loop())
         try:
-            self._encode(client.connect, False)         # a persistent session
-            await self._flush()
             rc = await self._expect("connack")
             if rc in (4, 5):
                 self.prov.forget("broker refused the credentials (CONNACK %d)" % rc)
@@ -299,9 +330,12 @@ class Link:
                 pass
 
     async def _drain(self):
-        """Hand the received messages to on_message (at most an inbox full, so that their
-        replies go out before more come in); then the packets held back meanwhile."""
-        for _ in range(len(self.inbox)):
+        """Hand received messages to on_message, two at a time and only while the outbox
+        has room for their replies (which the next round sends); then the packets held
+        back while the inbox was full."""
+        if self.used > _BOX - 1024:
+            return      # their answers would not fit: wait for PUBACKs to make room
+        for _ in range(min(2, len(self.inbox))):
             try:
                 await self.on_message(*self.inbox.pop(0))
             except Exception as e:
@@ -318,14 +352,16 @@ class Link:
             pass
         self.gated = False
 
-    async def _flush(self):
-        if self._txn:
-            n, self._txn = self._txn, 0
-            self._writer.write(memoryview(self._txbuf)[:n])     # copied if not all sent
+    async def _flush(self, wait_ms=_WRITE_WAIT_MS):
+        if self._txn or self._writer.out_buf:
             try:
-                await asyncio.wait_for_ms(self._writer.drain(), _WRITE_WAIT_MS)
+                self._push()
+                await asyncio.wait_for_ms(self._writer.drain(), wait_ms)
             except asyncio.TimeoutError:
                 raise OSError("peer stopped reading")
+            except ValueError as e:     # TLS: the handshake refused the broker's certificate
+                from pile import tls
+                raise tls.refused(e)
 
     async def _expect(self, key):
         """Wait until the reader has seen the acknowledgement `key`; return its code.
@@ -346,9 +382,14 @@ class Link:
         view = memoryview(buf)
         try:
             while True:
-                while len(self.inbox) >= _INBOX:
+                # a full inbox stops the reading (TCP pushes back on the broker) once rx
+                # holds RX_HOLD bytes: the acknowledgements behind a waiting PUBLISH are
+                # still read and handled (_skim), so the outbox drains meanwhile
+                while len(self.inbox) >= _INBOX and len(self.rx) >= _RX_HOLD:
                     await asyncio.sleep_ms(10)
                 n = await self._reader.readinto(buf)
+                if n is None:       # TLS: only part of a record has come, nothing to read
+                    continue
                 if not n:
                     raise OSError("connection closed by the broker")
                 self.rx += view[:n]
@@ -356,7 +397,10 @@ class Link:
                 self._dispatch()
                 self._wake.set()
         except Exception as e:
-            self._reader_error = str(e) or repr(e)
+            try:
+                self._reader_error = str(e) or repr(e)
+            except Exception:
+                self._reader_error = "out of memory"
 
     def _dispatch(self):
         while self.rx:
@@ -388,7 +432,8 @@ class Link:
             if len(rx) < size:
                 return
             if kind == 0x30 and len(self.inbox) >= _INBOX:
-                return                      # _drain calls again once the inbox empties
+                self._skim(size)            # _drain calls again once the inbox empties
+                return
             if kind in (0x30, 0xD0):
                 self._client.wait_msg()     # whole packet buffered: cannot block
                 continue
@@ -399,11 +444,30 @@ class Link:
             elif kind == 0x90:              # SUBACK
                 self._acks[packet[2] << 8 | packet[3]] = packet[4]
             elif kind == 0x40:              # PUBACK: the message is delivered
-                pid = packet[2] << 8 | packet[3]
-                for k in range(len(self.q)):
-                    if self.q[k][_PID] == pid:
-                        self._drop(k)
-                        break
+                self._puback(packet[2] << 8 | packet[3])
+
+    def _puback(self, pid):
+        for k in range(len(self.q)):
+            if self.q[k][_PID] == pid:
+                self._drop(k)
+                break
+
+    def _skim(self, at):
+        """A PUBLISH waits at the head of rx for room in the inbox: the PUBACKs and
+        PINGRESPs whole behind it (from `at` on) are handled now and cut out of rx."""
+        i = at
+        while i < len(self.rx):
+            m = memoryview(self.rx)
+            h = header(m[i:])
+            if not h or i + h[0] + h[1] > len(m):
+                return
+            end, kind = i + h[0] + h[1], m[i] & 0xF0
+            if kind == 0x40 or kind == 0xD0:
+                if kind == 0x40:
+                    self._puback(m[i + 2] << 8 | m[i + 3])
+                self.rx = bytes(m[:i]) + bytes(m[end:])
+            else:
+                i = end
 
     def _deliver(self, topic, msg):
         self.inbox.append((topic.decode(), msg))

@@ -2,10 +2,16 @@
 
 sample(closed) takes one burst through the HAL (cooperative: the board samples in slices
 with awaits between), measures it (pile.meter) and judges whether it can be true: a
-burst whose voltage samples are all equal (no AC at all) or whose voltage or current
-mean is more than dc_counts from the calibrated offset (a dead, stuck or railed ADC) is
-`bad`.  A bad burst reads as no measurement at all (mv, ma, mw 0, `valid` False): it is
-neither reported nor billed, and protection holds it as a meter failure.  Energy counts
+burst whose voltage samples are all equal (no AC at all), whose voltage or current
+mean is more than dc_counts from the calibrated offset (a dead, stuck or railed ADC), or
+with any sample at a rail of the ADC (at or beyond the board file's adc min_code or
+max_code, defaults 0 and 4095: clipped, so its RMS reads low by an unknown amount: mains
+or current beyond the front end's range, or a broken channel) is `bad` -- but for the
+current channel at its rails while the relay is closed, which is `over` (more current
+than it can read: pile.gun hands protection a current beyond every limit).  The judgement
+allocates nothing: at most six passes of built-ins over the arrays.  A bad burst reads
+as no measurement at all (mv, ma, mw 0, `valid` False): it is neither reported nor
+billed, and protection holds it as a meter failure.  Energy counts
 only while the relay is closed (`closed`), from a plausible burst whose power is at
 least meter_creep_mw (the no-load threshold: ADC noise and offset errors read about
 0.2 W on an idle pile), so an idle register stands still and is not rewritten; sample()
@@ -40,6 +46,8 @@ class Metering:
         self.dc = dc_counts
         self.creep = cfg.get("meter_creep_mw", 5000)
         self.meter = Meter(board_cfg["cal"])
+        adc = board_cfg.get("adc") or {}
+        self.lo, self.hi = adc.get("min_code", 0), adc.get("max_code", 4095)    # rails
         saved = store.load(FILE, {}, _check)
         self.saved_ms = saved.get("ms", 0)      # wall clock of the last write (0: unknown)
         self.energy = Energy(saved.get("mwh", 0))
@@ -47,7 +55,7 @@ class Metering:
         self.saved_t = board.ticks_ms()
         self.last = None            # ticks of the last burst
         self.mv = self.ma = self.mw = 0
-        self.valid = self.bad = False
+        self.valid = self.bad = self.over = False
 
     def register(self):
         return self.energy.mwh
@@ -66,8 +74,16 @@ class Metering:
         v, i, _ = await self.board.adc_burst()
         c = self.meter
         n = len(v)
-        self.bad = not n or max(v) == min(v) or abs(sum(v) // n - c.voff) > self.dc or \
-            abs(sum(i) // n - c.ioff) > self.dc
+        bad = clip = not n
+        if n:
+            top, bot, lo, hi = max(v), min(v), self.lo, self.hi
+            clip = max(i) >= hi or min(i) <= lo     # the current beyond the front end
+            bad = top == bot or top >= hi or bot <= lo or clip and not closed or \
+                abs(sum(v) // n - c.voff) > self.dc or abs(sum(i) // n - c.ioff) > self.dc
+        # a current channel at its rails with the relay closed is a current beyond what
+        # it can read (a fault the hard over-current row trips at once, not a broken
+        # meter); with the relay open, where no current can flow, it is a broken channel
+        self.bad, self.over = bad, clip and not bad
         self.valid = not self.bad
         self.mv, self.ma, self.mw = (0, 0, 0) if self.bad else c.measure(v, i)
         now = self.board.ticks_ms()

@@ -1,9 +1,13 @@
-"""Non-blocking network helpers: name resolution, TCP connect, URLs.
+"""Non-blocking network helpers: name resolution, TCP and TLS connect, URLs.
 
 socket.getaddrinfo blocks (seconds on a bad Wi-Fi), so resolve() runs it in a thread and
 polls for the answer; an IP literal needs no lookup.  connect() uses the asyncio streams,
 every wait bounded by a timeout, so the event loop never stalls.  The HTTP GET that
 provisioning needs lives with it, in pile/onekey.py (loaded only while provisioning).
+
+TLS (https://, ssl://, mqtts://) lives in pile/tls.py, imported only by a pile whose URLs
+ask for it: ca_file(scheme, cfg, trusted) says which CA file checks the connection (None:
+plain TCP) and connect() hands the stream to tls.wrap().
 """
 import asyncio
 import socket
@@ -12,10 +16,24 @@ from micropython import const
 
 _IPPROTO_TCP = const(6)     # the same numbers on Linux and lwIP
 _TCP_NODELAY = const(1)
+_TLS = ("https", "ssl", "mqtts")
 
 
 class NetError(Exception):
     pass
+
+
+class Later(NetError):
+    """A connection that must wait for something that is nobody's fault (the clock)."""
+
+
+def ca_file(scheme, cfg, trusted):
+    """The CA file to check a connection to a URL of this scheme with (None: plain TCP),
+    or NetError when a TLS connection cannot be checked (pile/tls.py)."""
+    if scheme not in _TLS:
+        return None
+    from pile import tls
+    return tls.ca(scheme, cfg, trusted)
 
 
 async def resolve(host, port, timeout_ms=5000):
@@ -46,23 +64,27 @@ async def resolve(host, port, timeout_ms=5000):
     return addr[0] if isinstance(addr, tuple) else socket.inet_ntop(socket.AF_INET, addr[4:8])
 
 
-async def connect(host, port, timeout_ms, tls=False):
-    """Open a TCP (or TLS) stream; return (reader, writer)."""
+async def connect(host, port, timeout_ms, ca=None):
+    """Open a TCP stream, or with ca (a CA file, from ca_file()) a TLS stream whose
+    handshake runs in the first write; return (reader, writer)."""
+    if ca:
+        from pile import tls
+        ctx = tls.context(ca)               # an unusable CA file: no connection at all
     ip = await resolve(host, port, timeout_ms)
     try:
-        if tls:
-            return await asyncio.wait_for_ms(
-                asyncio.open_connection(ip, port, ssl=True, server_hostname=host), timeout_ms)
         reader, writer = await asyncio.wait_for_ms(asyncio.open_connection(ip, port), timeout_ms)
-        try:    # no Nagle: a command's answer must not wait 40 ms for an ACK
-            writer.s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
-        except (AttributeError, OSError):
-            pass
-        return reader, writer
     except asyncio.TimeoutError:
         raise NetError("connect timeout to %s:%d" % (host, port))
     except OSError as e:
         raise NetError("connect to %s:%d failed: %s" % (host, port, e))
+    raw = writer.s
+    try:        # no Nagle: a command's answer must not wait 40 ms for an ACK
+        raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass
+    if ca:
+        reader = writer = tls.wrap(ctx, raw, host)
+    return reader, writer
 
 
 def split_url(url):
@@ -81,5 +103,9 @@ async def close(writer):
     try:
         writer.close()
         await asyncio.wait_for_ms(writer.wait_closed(), 200)
+    except Exception:
+        pass
+    try:
+        writer.raw.close()  # TLS: the TCP socket under it (closing twice does no harm)
     except Exception:
         pass

@@ -44,25 +44,35 @@ def request_url(cfg):
     return cfg["provision_url"] + "?" + query
 
 
-async def http_get(url, timeout_ms, limit=2048):
-    """GET url; return (status, head bytes, body bytes), the answer read into one buffer of
-    `limit` bytes (allocated once per request).  Raises NetError on any failure."""
+async def http_get(url, timeout_ms, ca=None, limit=2048):
+    """GET url (https: over TLS checked with the CA file ca, net.ca_file); return (status,
+    head bytes, body bytes), the answer read into one buffer of `limit` bytes (allocated
+    once per request).  Raises NetError on any failure."""
     scheme, host, port, path = net.split_url(url)
-    reader, writer = await net.connect(host, port, timeout_ms, scheme == "https")
+    if scheme == "https" and not ca:
+        raise net.NetError("https:// refused: no CA (config key ca_file)")
+    reader, writer = await net.connect(host, port, timeout_ms, ca if scheme == "https" else None)
     buf = bytearray(limit + 1)
     n = 0
     try:
         req = "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path or "/", host)
-        writer.write(req.encode())
+        writer.write(req.encode())          # https: the handshake runs first
         await asyncio.wait_for_ms(writer.drain(), timeout_ms)
         view = memoryview(buf)
         while n <= limit:
             got = await asyncio.wait_for_ms(reader.readinto(view[n:]), timeout_ms)
+            if got is None:                 # TLS: part of a record, nothing to read yet
+                continue
             if not got:
                 break
             n += got
+            if whole(buf, n):       # TLS: the end is not always seen (below)
+                break
     except asyncio.TimeoutError:
         raise net.NetError("HTTP timeout from %s:%d" % (host, port))
+    except ValueError as e:                 # TLS: the server's certificate refused
+        from pile import tls
+        raise tls.refused(e)
     except OSError as e:
         raise net.NetError("HTTP error from %s:%d: %s" % (host, port, e))
     finally:
@@ -74,6 +84,21 @@ async def http_get(url, timeout_ms, limit=2048):
     if len(status) < 2 or not status[1].isdigit():
         raise net.NetError("not an HTTP answer")
     return int(status[1]), head, body
+
+
+def whole(buf, n):
+    """Whether buf[:n] holds the whole answer by its Content-Length.  Over TLS a
+    close_notify read in the same readinto() as the last data is lost (the stream keeps
+    reading to fill the buffer and takes the end for a pause), and a server that then
+    waits for ours never closes: the length tells the end."""
+    head, sep, body = bytes(buf[:n]).partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if sep else ():
+        if line[:15].lower() == b"content-length:":
+            try:
+                return len(body) >= int(line[15:].strip())
+            except ValueError:
+                return False
+    return False
 
 
 _MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
@@ -151,7 +176,9 @@ async def provision(prov):
         log.info("prov", "requesting credentials for %s from %s"
                  % (cfg["cpu_id"], cfg["provision_url"]))
         try:
-            status, head, body = await http_get(request_url(cfg), cfg["provision_timeout_ms"])
+            url = request_url(cfg)
+            ca = net.ca_file(net.split_url(url)[0], cfg, prov.board.time_trusted())
+            status, head, body = await http_get(url, cfg["provision_timeout_ms"], ca)
             ms = date_ms(head)
             if ms and not prov.board.time_trusted():     # a time source for a new pile
                 prov.board.set_time_ms(ms)

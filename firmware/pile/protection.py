@@ -51,13 +51,14 @@ IN_UNLOCK = const(10)   # unlock commanded, the lock still reports locked
 IN_CP = const(11)       # CP at 0 V (E) or at -12 V the pile does not drive (F), settled
 IN_DIODE = const(12)    # the vehicle's diode is missing
 IN_ABSENT = const(13)   # the CP reads A (no vehicle) and is readable
-IN_SOFT = const(14)     # derived here: current above the soft and hard over-current
-IN_HARD = const(15)     # limits (mA; negative below them)
-INPUTS = const(16)
+IN_VENT = const(14)     # the vehicle asks for ventilation (D) on a pile without it
+IN_SOFT = const(15)     # derived here: current above the soft and hard over-current
+IN_HARD = const(16)     # limits (mA; negative below them)
+INPUTS = const(17)
 
 # every fault and warning code of the firmware (docs/faults.md)
-ESTOP, METER, WELDED, HOT, LOCK, CP, DIODE, DERATED = 3003, 3006, 3008, 3010, 3011, \
-    3012, 3013, 3020
+ESTOP, METER, WELDED, HOT, LOCK, CP, DIODE, VENT, DERATED = 3003, 3006, 3008, 3010, \
+    3011, 3012, 3013, 3014, 3020
 OVER_V, UNDER_V, OVER_I, LEAK, RCD = 4000, 4001, 4002, 4004, 4006
 
 # Judged in this order each step; the first FAULT that trips is the session's stop code.
@@ -78,6 +79,7 @@ RULES = (
     (LOCK, FAULT, IN_UNLOCK, IS, 0, 0, "unlock_hold_ms", UNPLUG, 0),
     (CP, FAULT, IN_CP, IS, 0, 0, "cp_hold_ms", AUTO, "cp_clear_ms"),
     (DIODE, FAULT, IN_DIODE, IS, 0, 0, 0, UNPLUG, 0),
+    (VENT, WARN, IN_VENT, IS, 0, 0, 0, AUTO, 0),
 )
 _CODE = const(0)        # the fields of a row
 _KIND = const(1)

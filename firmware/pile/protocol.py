@@ -29,6 +29,7 @@ ts is head.timestamp (Unix ms) when it is a plausible integer, else None.  Anyth
 is not RFC 8259 JSON is "bad" before MicroPython's lenient json.loads sees it.
 """
 import json
+import random
 
 from micropython import const
 
@@ -57,8 +58,23 @@ _FIELDS = {
 # limit_data (0.01 yuan, 0.1 kWh, min, 0.1 kW by charge_mode 11, 12, 14, 15) to the
 # session's units: 0.0001 yuan, Wh (the reported total_elect), ms, W
 _LIMIT_UNIT = {11: 100, 12: 100, 14: 60000, 15: 100}
-# the order's band fields, band by band (sharp, peak, flat, valley)
-_BANDS = ("sharp", "peak", "flat", "valley")
+# the body of each message the pile sends, its wire names in order (the values: below)
+_FIRMWARE = ("dev_sn ele_model_id bt_mac im_mac sim_no in_meter out_meter dev_type "
+             "stake_model vendor_code port_num mea_type ct grid_type latitude longitude "
+             "height ot_rate ot_cur ot_max_vol ot_min_vol")
+_VERSION = "dev_reg_method pile_hardware_ver pile_software_ver sdk_ver"
+_STATUS = ("gun_no pre_trade_no trade_no work_status con_status e_lock_status "
+           "out_relay_status pwm_duty_radio ac_vol_a ac_cur_a real_power gun_temp chg_time "
+           "total_elect sharp_elect peak_elect flat_elect valley_elect total_cost "
+           "total_power_cost total_serv_cost")
+_FAULTS = "gun_no fault_su warn_sum fault_value warnValue"
+_START_RES = "gun_no pre_trade_no start_result fault_code"
+_STOP_RES = "gun_no pre_trade_no stop_result stop_fail_reson result_code"
+_ORDER = ("gun_no pre_trade_no charge_start_time charge_endTime ele_model_id time_div_type "
+          "sum_start sum_end start_soc end_soc sharp_elect sharp_power_cost sharp_serv_cost "
+          "peak_elect peak_power_cost peak_serv_cost flat_elect flat_power_cost "
+          "flat_serv_cost valley_elect valley_power_cost valley_serv_cost total_elect "
+          "total_power_cost total_serv_cost reason")
 
 
 class Protocol:
@@ -75,12 +91,23 @@ class Protocol:
 
     # --- event ids ------------------------------------------------------------------------
     def _seq_base(self):
-        """Event ids keep increasing across reboots: reserve them in blocks of SEQ_STEP."""
-        base = store.load(_SEQ_FILE, {}).get("next", 0)
-        if type(base) is not int or base < 0:
-            base = 0
+        """Event ids keep increasing across reboots: reserved in blocks of SEQ_STEP in
+        seq.json (and, by the journal, in journal.json: reserve()).  With every copy lost
+        the ids start from a random block below 2**30 (a new pile too): an acknowledgement
+        still on its way from before cannot match a new event but by a chance of the
+        earlier ids' count in 2**30."""
+        base = store.load(_SEQ_FILE, {}, _seq_ok).get("next")
+        if base is None:
+            base = (random.getrandbits(20) + 1) * _SEQ_STEP
+            log.warn("wire", "no event ids on flash: from %d on" % base)
         store.save(_SEQ_FILE, {"next": base + _SEQ_STEP})
         return base
+
+    def reserve(self, at_least):
+        """Never below at_least (the journal's copy of the next free id)."""
+        if at_least > self.seq:
+            self.seq = at_least
+            store.save(_SEQ_FILE, {"next": at_least + _SEQ_STEP})
 
     # --- encoding -------------------------------------------------------------------------
     def _put(self, text):
@@ -105,9 +132,10 @@ class Protocol:
         else:
             self._put("%d" % x)
 
-    def _encode(self, cmd, fields, status=0, reply_to=None, item_id=None):
-        """(session_id, topic, payload) of the message: the head, then the body from
-        `fields`, a flat tuple of wire name, value, name, value, ..."""
+    def _encode(self, cmd, names, values, status=0, reply_to=None, item_id=None):
+        """(session_id, topic, payload) of the message: the head, then the body: the wire
+        names in `names` (one text, space-separated: a long text is one heap object,
+        where each name would be an interned name of its own) with `values`, in order."""
         if reply_to is None:
             self.seq += 1
             sid, kind = self.seq, "topic_event"
@@ -127,15 +155,16 @@ class Protocol:
             % (sid, status, self.clock() if self.trusted() else 0))
         if item_id:
             put(',"item_id":"%s"' % item_id)
-        put(',"body":{')
-        for k in range(0, len(fields), 2):
-            if k:
-                put(",")
-            put('"')
-            put(fields[k])
+        put(',"body":{"')
+        m, i = memoryview(names), 0
+        for k in range(len(values)):
+            j = names.find(" ", i)
+            j = len(names) if j < 0 else j
+            put(m[i:j])
             put('":')
-            self._value(fields[k + 1])
-        put("}}")
+            self._value(values[k])
+            put(',"' if k + 1 < len(values) else "}}")
+            i = j + 1
         topic = self.cfg[kind].format(pk=self.cfg["product_type"], dn=self.dn, cmd=cmd)
         return sid, topic, memoryview(self.buf)[:self.n]
 
@@ -144,20 +173,16 @@ class Protocol:
         """firmwareEvt: the board file's identity and ratings (firmwareEvt's own names and
         units, boards/*/board.json), the fee model in force and the network MAC."""
         i, r = self.board_cfg["identity"], self.board_cfg["ratings"]
-        fields = ["dev_sn", self.dn, "ele_model_id", model_id, "bt_mac", " ", "im_mac", mac,
-                  "sim_no", "", "in_meter", [], "out_meter", []]
-        for src, names in ((i, "dev_type stake_model vendor_code port_num mea_type ct "
-                               "grid_type latitude longitude height"),
-                           (r, "ot_rate ot_cur ot_max_vol ot_min_vol")):
-            for name in names.split():
-                fields += (name, src[name])
-        return self._encode("firmwareEvt", fields)
+        return self._encode("firmwareEvt", _FIRMWARE, (
+            self.dn, model_id, " ", mac, "", [], [], i["dev_type"], i["stake_model"],
+            i["vendor_code"], i["port_num"], i["mea_type"], i["ct"], i["grid_type"],
+            i["latitude"], i["longitude"], i["height"], r["ot_rate"], r["ot_cur"],
+            r["ot_max_vol"], r["ot_min_vol"]))
 
     def version(self, sw_ver):
         i = self.board_cfg["identity"]
-        return self._encode("verInfoEvt", (
-            "dev_reg_method", i["dev_reg_method"], "pile_hardware_ver", i["hardware_ver"],
-            "pile_software_ver", sw_ver, "sdk_ver", self.cfg["sdk_ver"]))
+        return self._encode("verInfoEvt", _VERSION, (
+            i["dev_reg_method"], i["hardware_ver"], sw_ver, self.cfg["sdk_ver"]))
 
     def status(self, g):
         """acGunRunIty from the gun's status list g (pile.gun.status: work_status,
@@ -167,79 +192,52 @@ class Protocol:
         ws, plugged, locked, closed, duty, mv, ma, mw, temp, trade, chg_ms, e, model = g
         t = 500 if temp is None else max(0, temp + 500)     # 0.1 degC, +50 degC offset
         p, s = (model["power"], model["service"]) if model else (None, None)
-        return self._encode("acGunRunIty", (
-            "gun_no", 1, "pre_trade_no", trade or "", "trade_no", " ", "work_status", ws,
-            "con_status", 10 if plugged else 11, "e_lock_status", 11 if locked else 10,
-            "out_relay_status", 11 if closed else 10,
-            "pwm_duty_radio", duty if 0 < duty < 100 else 0,
-            "ac_vol_a", max(0, mv // 100), "ac_cur_a", max(0, ma // 100),
-            "real_power", max(0, mw // 100000), "gun_temp", t, "chg_time", chg_ms // 60000,
-            "total_elect", fees.wh(e), "sharp_elect", e[0] // 1000,
-            "peak_elect", e[1] // 1000, "flat_elect", e[2] // 1000,
-            "valley_elect", e[3] // 1000,
-            "total_cost", fees.money(e, p) + fees.money(e, s),
-            "total_power_cost", fees.money(e, p), "total_serv_cost", fees.money(e, s)))
+        p, s = fees.money(e, p), fees.money(e, s)
+        return self._encode("acGunRunIty", _STATUS, (
+            1, trade or "", " ", ws, 10 if plugged else 11, 11 if locked else 10,
+            11 if closed else 10, duty if 0 < duty < 100 else 0, max(0, mv // 100),
+            max(0, ma // 100), max(0, mw // 100000), t, chg_ms // 60000, fees.wh(e),
+            e[0] // 1000, e[1] // 1000, e[2] // 1000, e[3] // 1000, p + s, p, s))
 
     def faults(self, codes, warns, item_id):
         """totalFaultEvt: active fault and warning codes, in 30 and 10 slots."""
-        return self._encode("totalFaultEvt", (
-            "gun_no", 1, "fault_su", len(codes), "warn_sum", len(warns),
-            "fault_value", (codes + [0] * 30)[:30], "warnValue", (warns + [0] * 10)[:10]),
+        return self._encode("totalFaultEvt", _FAULTS, (
+            1, len(codes), len(warns), (codes + [0] * 30)[:30], (warns + [0] * 10)[:10]),
             status=1, item_id=item_id)
 
     def start_result(self, trade, result, fault):
-        return self._encode("startChaResEvt", ("gun_no", 1, "pre_trade_no", trade,
-                                               "start_result", result, "fault_code", fault))
+        return self._encode("startChaResEvt", _START_RES, (1, trade, result, fault))
 
     def stop_result(self, trade, result, fail, code):
-        return self._encode("stopChaResEvt", (
-            "gun_no", 1, "pre_trade_no", trade, "stop_result", result,
-            "stop_fail_reson", fail, "result_code", code))
+        return self._encode("stopChaResEvt", _STOP_RES, (1, trade, result, fail, code))
 
     def order(self, trade, start_ms, end_ms, model_id, power, service, sum_start, e, code):
         """orderUpdateEvt of a session: times in Unix ms, the model it was billed with (its
         id and 4 power and 4 service prices), the meter register at its start and the
         energy per band in mWh, its stop code."""
-        fields = ["gun_no", 1, "pre_trade_no", trade,
-                  "charge_start_time", str(start_ms // 1000),
-                  "charge_endTime", str(end_ms // 1000),
-                  "ele_model_id", model_id, "time_div_type", 10,
-                  "sum_start", str(sum_start // 1000),
-                  "sum_end", str((sum_start + sum(e)) // 1000),
-                  "start_soc", 0, "end_soc", 0]
+        v = [1, trade, str(start_ms // 1000), str(end_ms // 1000), model_id, 10,
+             str(sum_start // 1000), str((sum_start + sum(e)) // 1000), 0, 0]
         for b in range(4):
-            fields += (_BANDS[b] + "_elect", e[b] // 1000,
-                       _BANDS[b] + "_power_cost", fees.cost(e[b], power[b]),
-                       _BANDS[b] + "_serv_cost", fees.cost(e[b], service[b]))
-        fields += ("total_elect", fees.wh(e), "total_power_cost", fees.money(e, power),
-                   "total_serv_cost", fees.money(e, service), "reason", code)
-        return self._encode("orderUpdateEvt", fields)
+            v += (e[b] // 1000, fees.cost(e[b], power[b]), fees.cost(e[b], service[b]))
+        v += (fees.wh(e), fees.money(e, power), fees.money(e, service), code)
+        return self._encode("orderUpdateEvt", _ORDER, v)
 
     def wire_order(self, values):
-        """orderUpdateEvt of an order journaled by firmware 0100000001: its body's values
-        in that version's field order."""
-        names = ("gun_no pre_trade_no charge_start_time charge_endTime ele_model_id "
-                 "time_div_type sum_start sum_end start_soc end_soc sharp_elect "
-                 "sharp_power_cost sharp_serv_cost peak_elect peak_power_cost peak_serv_cost "
-                 "flat_elect flat_power_cost flat_serv_cost valley_elect valley_power_cost "
-                 "valley_serv_cost total_elect total_power_cost total_serv_cost "
-                 "reason").split()
-        fields = []
-        for k in range(len(names)):
-            fields += (names[k], values[k])
-        return self._encode("orderUpdateEvt", fields)
+        """orderUpdateEvt of an order journaled by firmware 0100000001: its body's values,
+        in the same field order as order() writes."""
+        return self._encode("orderUpdateEvt", _ORDER, values)
 
     def reply(self, cmd, sid, result, args, why):
         """The reply to service `cmd` request `sid`, naming what it was about (args as
         decode gave them, or None) and, on failure, why."""
-        fields = ["result", result]
+        names, v = "result", [result]
         if cmd == FEE and args:
-            fields += ("ele_model_id", args["id"])
+            names, v = "result ele_model_id", [result, args["id"]]
         elif args:
-            fields += ("gun_no", args[0], "pre_trade_no", args[1])
+            names, v = "result gun_no pre_trade_no", [result, args[0], args[1]]
         if why:
-            fields += ("reason", why[:160])         # a reply always fits the buffer
-        return self._encode(cmd, fields, reply_to=sid)
+            names, v = names + " reason", v + [why[:160]]   # a reply always fits the buffer
+        return self._encode(cmd, names, v, reply_to=sid)
 
     # --- decoding ---------------------------------------------------------------------------
     def decode(self, topic, payload):
@@ -293,6 +291,11 @@ class Protocol:
         if why:
             return ("bad", why, cmd, sid, _ids(cmd, body))
         return ("service", cmd, sid, _args(cmd, body), ts)
+
+
+def _seq_ok(doc):
+    n = doc.get("next")
+    return None if type(n) is int and 0 <= n < 1 << 40 else "not an event id"
 
 
 def _show(x):

@@ -21,8 +21,18 @@ def _unload():
     sys.modules.pop("pile.onekey", None)
     try:
         del sys.modules["pile"].onekey
-    except AttributeError:
+    except (AttributeError, KeyError):
         pass
+
+
+def _check(doc):
+    """Content check of creds.json (store.load): the four credentials, a known scheme."""
+    for key in ("mqtt_account", "mqtt_password", "mqtt_id", "mqtt_server_addr"):
+        if type(doc.get(key)) is not str or not doc[key]:
+            return "%s missing" % key
+    if doc["mqtt_server_addr"].split("://")[0] not in ("tcp", "mqtt", "ssl", "mqtts"):
+        return "mqtt_server_addr scheme unsupported"
+    return None
 
 
 class Provisioner:
@@ -30,14 +40,9 @@ class Provisioner:
         self.cfg, self.board = cfg, board       # board: the clock (onekey sets it)
         self.last_error = None
         self.attempts = 0
-        self.stored = store.load(FILE)
-        if self.stored is not None:
-            from pile import onekey
-            try:
-                self.stored = onekey.creds(self.stored)
-            except onekey.ProvisionError as e:
-                self.forget("stored credentials unusable: %s" % e)
-            _unload()
+        self.stored = store.load(FILE, {}, _check) or None
+        if self.stored:
+            _unload()                   # not needed while the credentials hold
 
     async def creds(self):
         if not self.stored:

@@ -1,16 +1,20 @@
 """Reports: what the pile says unasked (PROTOCOL.md section 6).
 
-on_connect() runs at every (re)connection: firmwareEvt, verInfoEvt, totalFaultEvt while
-any fault or warning is active, every journal record again, and acGunRunIty.
+At every (re)connection: firmwareEvt, verInfoEvt, totalFaultEvt while any fault or warning
+is active, every journal record again, and acGunRunIty.  poll() runs every 100 ms:
+totalFaultEvt on every change of the active set and every fault_repeat_s while anything
+is active; acGunRunIty every telemetry_fast_s while starting and for the first
+telemetry_fast_for_s of charging, then every telemetry_slow_s, and every heartbeat_s
+otherwise.  status_changed() runs after every control step: a change of work_status is
+reported at once, at most every status_min_ms.  Telemetry (QoS 0) is not queued while the
+link is down; fault reports (QoS 1) wait in the link's outbox.
 Until the wall clock is trusted only the announcements go out (head.timestamp 0): the
 platform's acknowledgement of them (fresh()) is what sets the clock; fault reports and
 telemetry wait for it, the journal too.
-poll() runs every 100 ms: totalFaultEvt on every change of the active set and every
-fault_repeat_s while anything is active; acGunRunIty every telemetry_fast_s while
-starting and for the first telemetry_fast_for_s of charging, then every
-telemetry_slow_s, and every heartbeat_s otherwise.  status_changed() runs after every
-control step: a change of work_status is reported at once.  Telemetry (QoS 0) is not
-queued while the link is down; fault reports (QoS 1) wait in the link's outbox.
+
+Every report is marked done only once it is out: one that fails (out of memory, say) is
+made again at the next round, nothing is half-done (on_connect() itself only says what
+is due; poll() does it).
 """
 import time
 from binascii import hexlify
@@ -26,27 +30,23 @@ class Reports:
         self.cfg, self.board, self.proto, self.link = cfg, board, proto, link
         self.gun, self.prot, self.journal, self.tariff = gun, prot, journal, tariff
         self.next_status = self.next_faults = self.last_ws = self.charging_since = None
-        self.probe = ()         # the announcements of this connection: ids, ticks sent
+        self.announce = 0       # announcements still due on this connection (2, 1, 0)
+        self.probe = [0, 0, 0]  # their ids, and the ticks they went out
+        self.sent_t = board.ticks_ms() - cfg["status_min_ms"]  # the last acGunRunIty
 
     def _send(self, msg, qos=1):
         sid, topic, payload = msg
         self.link.publish(topic, payload, qos)
         log.info("up", "%s #%d" % (self.proto.cmd, sid))
+        return sid
 
     def on_connect(self):
-        a = self.proto.firmware(self.tariff.model_id(), self.board.mac())
-        self._send(a)
-        b = self.proto.version(VERSION)
-        self._send(b)
-        self.probe = (a[0], b[0], self.board.ticks_ms())
-        if self.board.time_trusted():
-            if self.prot.active:
-                self.faults()
-            self.status()
-        else:                       # poll() reports them as soon as the clock is known
-            self.prot.changed = bool(self.prot.active)
-            self.next_status = None
+        """Called by the link at every (re)connection: says what is due."""
+        self.announce = 2
+        self.prot.changed = bool(self.prot.active)
+        self.next_status = None
         self.journal.resend_all(now=False)
+        self.poll()
 
     def fresh(self, sid):
         """Whether sid is an announcement of this connection sent in the last 10 s: its
@@ -57,7 +57,11 @@ class Reports:
     def status(self):
         """acGunRunIty now, and when the next one is due (see above)."""
         g, cfg, now = self.gun, self.cfg, self.board.ticks_ms()
-        self.last_ws = g.work_status()
+        ws = g.work_status()
+        if self.link.connected:
+            self._send(self.proto.status(g.status()), 0)
+            self.sent_t = now
+        self.last_ws = ws
         if g.state == CHARGING:
             if self.charging_since is None:
                 self.charging_since = now
@@ -67,30 +71,46 @@ class Reports:
             self.charging_since = None
             every = cfg["telemetry_fast_s"] if g.state == STARTING else cfg["heartbeat_s"]
         self.next_status = time.ticks_add(now, every * 1000)
-        if self.link.connected:
-            self._send(self.proto.status(g.status()), 0)
 
     def faults(self):
         """totalFaultEvt; again every fault_repeat_s while any fault or warning lasts."""
         p = self.prot
         codes, warns = p.codes(), p.codes(WARN)
         self._send(self.proto.faults(codes, warns, hexlify(urandom(16)).decode().upper()))
+        p.changed = False
         self.next_faults = None
         if codes or warns:
             self.next_faults = time.ticks_add(self.board.ticks_ms(),
                                               self.cfg["fault_repeat_s"] * 1000)
 
     def status_changed(self):
-        if self.gun.work_status() != self.last_ws and self.board.time_trusted():
+        """A change of work_status is reported at once, but at most every status_min_ms:
+        a flapping input (a bouncing plug) makes one report a second, the last state
+        always reported (the next one is due then, and says what is true by then)."""
+        if self.gun.work_status() == self.last_ws or not self.board.time_trusted():
+            return
+        soon = time.ticks_add(self.sent_t, self.cfg["status_min_ms"])
+        if time.ticks_diff(self.board.ticks_ms(), soon) >= 0:
             self.status()
+        elif self.next_status is None or time.ticks_diff(self.next_status, soon) > 0:
+            self.next_status = soon
 
     def poll(self):
+        if self.announce and self.link.connected:
+            p = self.proto
+            while self.announce:
+                if self.announce == 2:
+                    self.probe[0] = self._send(p.firmware(self.tariff.model_id(),
+                                                          self.board.mac()))
+                else:
+                    self.probe[1] = self._send(p.version(VERSION))
+                self.probe[2] = self.board.ticks_ms()
+                self.announce -= 1
         if not self.board.time_trusted():
             return                  # nothing with a time stamp before the clock is known
         now = self.board.ticks_ms()
         if self.prot.changed or self.next_faults is not None and \
                 time.ticks_diff(now, self.next_faults) >= 0:
-            self.prot.changed = False
             self.faults()
         if self.next_status is None or time.ticks_diff(now, self.next_status) >= 0:
             self.status()

@@ -22,8 +22,8 @@ from micropython import const
 from pile import fees, journal, store
 
 FILE = "session.json"
-CHECK_MWH = const(20000)        # a checkpoint every 20 Wh ...
-CHECK_MS = const(30000)         # ... and every 30 s of charging
+CHECK_MWH = const(50000)        # a checkpoint every 50 Wh ...
+CHECK_MS = const(60000)         # ... and every 60 s of charging (flash wear: bench_flash)
 
 
 class Session:
@@ -36,6 +36,8 @@ class Session:
         self.start_ms = self.sum_start = 0
         self.paused = None              # ticks since the vehicle paused (not in C/D)
         self.saved_e = self.saved_ms = 0
+        self.stop = None                # (stop code, ticks) of a normal stop under way
+        self.ending = False             # being ended: the relay stays open (pile.gun)
 
     def begin(self, now, wall_ms, register):
         """Charging begins: the relay is about to close."""

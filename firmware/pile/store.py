@@ -22,6 +22,7 @@ from binascii import crc32
 from pile import log
 
 root = ""
+written = [0, 0]    # documents saved since boot, and their bytes (the flash budget)
 
 
 def init(top):
@@ -30,9 +31,11 @@ def init(top):
     charge: a pile that cannot journal must not bill)."""
     global root
     root = top
-    if top:
+    at = ""
+    for part in top.split("/") if top else ():      # every missing folder (mkdir -p)
+        at = at + "/" + part if at or top[0] == "/" else part
         try:
-            os.mkdir(top)
+            os.mkdir(at)
         except OSError:
             pass                    # there already (or not makeable: the probe says)
     probe = path(".probe")
@@ -57,6 +60,8 @@ def save(name, obj):
         with open(p + ".tmp", "w") as f:
             f.write("%08x\n" % (crc32(text) & 0xFFFFFFFF))
             f.write(text)
+        written[0] += 1
+        written[1] += 9 + len(text)
         text = None
         try:
             os.rename(p, p + ".bak")

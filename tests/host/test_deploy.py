@@ -164,3 +164,29 @@ def test_dry_run_and_sim_board_refused(env):
            "--board", "sim", "--build", str(tmp_path / "build")]
     res = subprocess.run(cmd, env=e, capture_output=True, text=True)
     assert res.returncode != 0 and "not a hardware board" in res.stderr
+
+
+def test_the_ca_file_the_configuration_names_goes_with_it(env):
+    tmp_path, e = env
+    cfg_path = tmp_path / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["ca_file"] = "HCS220922001000.ca.der"
+    cfg_path.write_text(json.dumps(cfg))
+    res = deploy(tmp_path, e, "--config", str(cfg_path))
+    assert res.returncode != 0 and "HCS220922001000.ca.der is missing" in res.stderr
+    assert not (tmp_path / "argv.log").exists()
+    (tmp_path / "HCS220922001000.ca.der").write_bytes(b"\x30\x03\x02\x01\x05")
+    res = deploy(tmp_path, e, "--config", str(cfg_path))
+    assert res.returncode == 0, res.stderr
+    got = copies(runs(tmp_path)[-1])
+    assert got["HCS220922001000.ca.der"] == str(tmp_path / "HCS220922001000.ca.der")
+    assert got["config.json"] == str(cfg_path) and "CA file HCS220922001000.ca.der" in res.stdout
+    assert (tmp_path / "board" / "HCS220922001000.ca.der").read_bytes() == b"\x30\x03\x02\x01\x05"
+    # every deploy with a configuration takes it along, like config.json
+    assert deploy(tmp_path, e, "--config", str(cfg_path)).returncode == 0
+    assert "HCS220922001000.ca.der" in copies(runs(tmp_path)[-1])
+    for bad in ("../ca.der", "/ca.der", "config.json"):
+        cfg["ca_file"] = bad
+        cfg_path.write_text(json.dumps(cfg))
+        res = deploy(tmp_path, e, "--config", str(cfg_path))
+        assert res.returncode != 0 and "expected a file name beside" in res.stderr, bad

@@ -1,9 +1,11 @@
 """tools/factory.py: a pile's config.json from arguments and a hidden prompt for secrets."""
 import json
 import os
+import ssl
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,7 +53,7 @@ def test_prompts_for_secrets_and_masks_them(tmp_path, monkeypatch, capsys):
 
 def test_secrets_from_the_environment_default_path_under_build(tmp_path):
     cpu = "FACTORYTEST%d" % os.getpid()
-    res = run(["--cpu-id", cpu, "--provision-url", "https://p.example/x"],
+    res = run(["--cpu-id", cpu, "--provision-url", "http://p.example/x"],
               PILE_SECRET_KEY=SECRET)
     path = os.path.join(ROOT, "build", "piles", cpu + ".json")
     try:
@@ -94,3 +96,69 @@ def test_missing_secret_is_refused(tmp_path):
                          env={k: v for k, v in os.environ.items() if not k.startswith("PILE_")},
                          capture_output=True, text=True)
     assert res.returncode != 0 and "secret_key is required" in res.stderr
+
+
+# --- the CA file (--ca-file) ------------------------------------------------------------
+
+def cert(tmp_path, name, ca=True):
+    """A self-signed certificate made with openssl: a CA, or (ca=False) a server's."""
+    ext = "basicConstraints=critical,CA:%s" % ("TRUE" if ca else "FALSE")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "k.pem"),
+                    "-days", "3650", "-subj", "/CN=" + name, "-addext", ext,
+                    "-out", str(tmp_path / (name + ".pem"))], check=True, capture_output=True)
+    return tmp_path / (name + ".pem")
+
+
+def der(pem):
+    return ssl.PEM_cert_to_DER_cert(pem.read_text())
+
+
+HTTPS = ["--cpu-id", "HCS220922001000", "--provision-url", "https://10.1.2.3/publicCloud/"
+         "oneKeyLink/v1", "--secret-key", SECRET]
+
+
+def test_ca_file_written_as_der_beside_the_configuration(tmp_path, capsys):
+    a, b = cert(tmp_path, "Root A"), cert(tmp_path, "Root B")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(a.read_text() + "\n# a comment between them\n" + b.read_text())
+    out = tmp_path / "piles" / "HCS220922001000.json"
+    assert factory.main(HTTPS + ["--ca-file", str(bundle), "--out", str(out)]) == 0
+    cfg = json.loads(out.read_text())
+    assert cfg["ca_file"] == "HCS220922001000.ca.der"
+    ca = tmp_path / "piles" / cfg["ca_file"]
+    assert ca.read_bytes() == der(a) + der(b)       # DER, back to back, in order
+    assert stat.S_IMODE(ca.stat().st_mode) == 0o644
+    printed = capsys.readouterr().out
+    assert "commonName=Root A (until" in printed and "commonName=Root B" in printed
+    # the firmware finds it beside its config.json
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from pile import config
+    loaded, errors = config.load(str(out))
+    assert errors == [] and loaded["ca_file"] == str(ca)
+    # a DER file in: the same bytes out
+    (tmp_path / "a.der").write_bytes(der(a))
+    out2 = tmp_path / "p2.json"
+    assert factory.main(HTTPS + ["--ca-file", str(tmp_path / "a.der"), "--out", str(out2)]) == 0
+    assert (tmp_path / "p2.ca.der").read_bytes() == der(a)
+
+
+def test_bad_ca_file_is_refused_and_nothing_written(tmp_path, monkeypatch):
+    leaf = cert(tmp_path, "localhost", ca=False)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    root = cert(tmp_path, "Root")
+    cases = [(["--ca-file", str(leaf)], "certificate 1 is not a CA certificate"),
+             (["--ca-file", str(junk)], "no certificate in it"),
+             (["--ca-file", str(tmp_path / "missing.pem")], "No such file"),
+             ([], "provision_url https:// needs --ca-file"),
+             (["--set", "ca_file=\"x.der\""], "use --ca-file")]
+    for extra, why in cases:
+        res = run(HTTPS + extra + ["--out", str(tmp_path / "c.json")])
+        assert res.returncode != 0 and why in res.stderr, (extra, res.stderr)
+    # a CA that has expired (the clock 20 years on)
+    monkeypatch.setattr(factory.time, "time", lambda: time.time_ns() / 1e9 + 20 * 365 * 86400)
+    with pytest.raises(SystemExit) as e:
+        factory.main(HTTPS + ["--ca-file", str(root), "--out", str(tmp_path / "c.json")])
+    assert "certificate 1 expired" in str(e.value)
+    assert not (tmp_path / "c.json").exists() and not (tmp_path / "c.ca.der").exists()

@@ -3,6 +3,8 @@
 They start a real mosquitto (tools/broker.py) and talk to it with paho, the
 way the firmware will; nothing here is mocked.
 """
+import ast
+import importlib.util
 import json
 import os
 import queue
@@ -17,7 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-TOOLS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "tools"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TOOLS = os.path.join(ROOT, "tools")
 sys.path.insert(0, TOOLS)
 
 import netem  # noqa: E402
@@ -71,8 +74,8 @@ def event(dev, cmd, sid, body=None):
     return {"head": head, "body": body or {}}
 
 
-def provision(sim, cpu_id, app_id="hci", tamper=False, drop=None):
-    params = {"app_id": app_id, "cpu_id": cpu_id, "product_type": PK, "sign_type": "MD5"}
+def provision(sim, cpu_id, app_id="hci", tamper=False, drop=None, pk=PK):
+    params = {"app_id": app_id, "cpu_id": cpu_id, "product_type": pk, "sign_type": "MD5"}
     params["sign"] = ps.make_sign(params, SECRET)
     if tamper:
         params["product_type"] = "OTHER"
@@ -145,17 +148,20 @@ def test_good_signature_provisions(sim, broker):
     assert sim.provision_count["HCS000000000001"] == 1
 
 
-@pytest.mark.parametrize("kind", ["tamper", "app", "missing"])
+@pytest.mark.parametrize("kind", ["tamper", "app", "missing", "wildcard"])
 def test_bad_requests_are_refused(sim, broker, kind):
     cpu_id = "HCS0000000BAD" + kind
     if kind == "tamper":
         answer = provision(sim, cpu_id, tamper=True)
     elif kind == "app":
         answer = provision(sim, cpu_id, app_id="nobody")
+    elif kind == "wildcard":            # signed, but its ACL would cover every product
+        answer = provision(sim, cpu_id, pk="+")
     else:
         answer = provision(sim, cpu_id, drop="sign")
     assert answer["result_code"] != "JCLOUD0001" and answer["message"]
     assert cpu_id not in broker.users()
+    assert cpu_id not in broker.grants
 
 
 def test_reprovision_replaces_password(sim, devices):
@@ -259,6 +265,144 @@ def test_device_confined_to_its_own_topics(sim, devices):
         topics.append(a.received.get(timeout=5).topic)
     assert [t for t in topics if "/HCS00000000000B/" in t] == []
     assert "/HCS00000000000A/" in topics[-1]
+
+
+def test_device_cannot_forge_acks_or_services(sim, devices):
+    dn = "HCS00000000000F"
+    dev = provisioned(sim, devices, dn)
+    assert dev.subscribe(ps.ack_topic(PK, dn, "+")) == 1
+    assert dev.subscribe(ps.service_topic(PK, dn, "+")) == 1
+    since = sim.mark()
+    # what only the platform may say: an acknowledgement of the device's own order, a
+    # service to itself ...
+    dev.publish(ps.ack_topic(PK, dn, "orderUpdateEvt"), json.loads(
+        ps.ack_payload(dn, "orderUpdateEvt", 41)))
+    dev.publish(ps.service_topic(PK, dn, "startChargeSrv"), {"head": {"session_id": 42}})
+    # ... then its own event, which the platform acknowledges: the first thing the device
+    # receives (the broker handles one client's packets in order)
+    dev.publish(ps.event_topic(PK, dn, "verInfoEvt"), event(dn, "verInfoEvt", 44))
+    first = dev.received.get(timeout=5)
+    assert first.topic == ps.ack_topic(PK, dn, "verInfoEvt")
+    assert json.loads(first.payload)["head"]["session_id"] == 44
+    assert [r["cmd"] for r in sim.messages()[since:] if r["dev"] == dn] == ["verInfoEvt"]
+    # its reply to a platform's service passes; the broker hands it back to the device
+    # too (its own service subscription matches), which the firmware drops
+    sid = sim.stop_charge(dn, "T1")
+    got = dev.received.get(timeout=5)
+    assert got.topic == ps.service_topic(PK, dn, "stopChargeSrv")
+    dev.publish(ps.reply_topic(PK, dn, "stopChargeSrv"),
+                event(dn, "stopChargeSrvReply", sid, {"result": 10}))
+    sim.wait_for(dn, "stopChargeSrv_reply", pred=lambda m: m["head"]["session_id"] == sid)
+    assert dev.received.get(timeout=5).topic == ps.reply_topic(PK, dn, "stopChargeSrv")
+    assert dev.received.empty()
+
+
+def acl_sections(text):
+    """{user: [ACL lines]} of a mosquitto ACL file."""
+    sections, user = {}, None
+    for line in text.splitlines():
+        if line.startswith("user "):
+            user = line[5:]
+            sections[user] = []
+        elif line.strip():
+            sections.setdefault(user, []).append(line)
+    return sections
+
+
+def test_acl_text_grants_each_device_its_own_topics(sim, broker):
+    dn = "HCS0000000ACL01"
+    provision(sim, dn)
+    with open(broker.acl_path) as f:
+        sections = acl_sections(f.read())
+    assert sections["platform"] == ["topic readwrite #"]
+    assert None not in sections, "lines before any user apply to every client"
+    expected = [
+        "topic write /sys/HCI-EVA7/HCS0000000ACL01/thing/event/+/post",
+        "topic write /sys/HCI-EVA7/HCS0000000ACL01/thing/service/feeModelUpdateSrv_reply",
+        "topic write /sys/HCI-EVA7/HCS0000000ACL01/thing/service/startChargeSrv_reply",
+        "topic write /sys/HCI-EVA7/HCS0000000ACL01/thing/service/stopChargeSrv_reply",
+        "topic read /sys/HCI-EVA7/HCS0000000ACL01/thing/service/+",
+        "topic read /sys/HCI-EVA7/HCS0000000ACL01/thing/event/+/post_reply",
+    ]
+    assert sections[dn] == expected
+    provision(sim, dn, pk="HCI-EVA22")       # provisioned again as another product
+    with open(broker.acl_path) as f:
+        sections = acl_sections(f.read())
+    assert sections[dn] == [line.replace("HCI-EVA7", "HCI-EVA22") for line in expected]
+    sim.revoke(dn)
+    with open(broker.acl_path) as f:
+        assert dn not in acl_sections(f.read())
+
+
+def test_acl_rejects_what_would_widen_it(broker):
+    for user, rules in (("a b", []), ("platform", []), ("", []),
+                        ("D", [("readwrite", "/sys/x\n#")]), ("D", [("deny", "/x")]),
+                        ("D", [("write", "")])):
+        with pytest.raises(ValueError):
+            broker.set_acl(user, rules)
+    assert "D" not in broker.grants
+
+
+# -- the ACL against the firmware's own topics (firmware/pile/config.py, protocol.py)
+
+def firmware_topics():
+    """The pile's topic templates (config.DEFAULTS) and the services it answers
+    (protocol.py START, STOP, FEE), read without importing MicroPython code."""
+    spec = importlib.util.spec_from_file_location(
+        "pile_config", os.path.join(ROOT, "firmware", "pile", "config.py"))
+    config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(config)
+    with open(os.path.join(ROOT, "firmware", "pile", "protocol.py")) as f:
+        tree = ast.parse(f.read())
+    services = None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Tuple) and \
+                "START" in [t.id for t in node.targets[0].elts]:
+            services = {e.value for e in node.value.elts}
+    assert services, "protocol.py: START, STOP, FEE = ... not found"
+    return config.DEFAULTS, services
+
+
+def allows(rules, access, topic):
+    """mosquitto's acl_file check: some rule with this access whose filter matches."""
+    return any(access in a and mqtt.topic_matches_sub(f, topic) for a, f in rules)
+
+
+def test_acl_grants_exactly_the_firmware_topics():
+    cfg, services = firmware_topics()
+    assert services == set(ps.SERVICES), "a service the platform's ACL has no reply for"
+    pk, dn = "HCI-EVA7", "HCS220922001000"
+
+    def t(key, cmd="+", pk=pk, dn=dn):
+        return cfg[key].format(pk=pk, dn=dn, cmd=cmd)
+
+    rules = ps.device_acl(pk, dn)
+    # the pile subscribes to exactly what it may read
+    assert ("read", t("topic_services")) in rules and ("read", t("topic_acks")) in rules
+    events = ("firmwareEvt", "verInfoEvt", "totalFaultEvt", "startChaResEvt",
+              "stopChaResEvt", "acGunRunIty", "orderUpdateEvt")
+    for cmd in events:
+        assert allows(rules, "write", t("topic_event", cmd)), cmd
+        assert not allows(rules, "read", t("topic_event", cmd)), cmd
+        ack = t("topic_acks").replace("+", cmd)
+        assert allows(rules, "read", ack), cmd
+        assert not allows(rules, "write", ack), cmd         # a forged acknowledgement
+    for cmd in services:
+        assert allows(rules, "write", t("topic_reply", cmd)), cmd
+        service = t("topic_services").replace("+", cmd)
+        assert allows(rules, "read", service), cmd
+        assert not allows(rules, "write", service), cmd     # a service to itself
+    for other in (dict(dn="HCS220922009999"), dict(pk="OTHER-PK")):
+        for key in ("topic_event", "topic_reply"):
+            for cmd in ("orderUpdateEvt", "stopChargeSrv"):
+                assert not allows(rules, "write", t(key, cmd, **other))
+                assert not allows(rules, "read", t(key, cmd, **other))
+        for key in ("topic_services", "topic_acks"):
+            topic = t(key, **other).replace("+", "stopChargeSrv")
+            assert not allows(rules, "read", topic) and not allows(rules, "write", topic)
+    assert not allows(rules, "write", t("topic_reply", "rebootSrv"))  # not a service we send
+    for topic in ("/sys/%s/%s/thing/property/post" % (pk, dn), "/sys/x", "$SYS/broker"):
+        assert not allows(rules, "write", topic) and not allows(rules, "read", topic), topic
 
 
 # -- revoke and kick -------------------------------------------------------------

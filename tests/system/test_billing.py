@@ -316,7 +316,7 @@ def test_full_journal_refuses_starts_then_drains(make_pile, platform):
     body = charging(platform, pile, "J99")
     assert (body["start_result"], body["fault_code"]) == (15, 6002), body
     sent = {r["msg"]["body"]["pre_trade_no"] for r in platform.messages(DEV, "orderUpdateEvt")}
-    assert sent == {"J00", "J01", "J02", "J03"}, sent  # a window of 4, resent each round
+    assert sent == {"J00", "J01", "J02"}, sent  # a window of 3, resent each round
     platform.no_ack.clear()
     pile.wait_status(lambda s: s["orders_pending"] == 0, timeout=30)
     got = {}
@@ -343,7 +343,7 @@ def test_torn_files_at_boot(make_pile, platform):
     time.sleep(0.5)
     a1 = stop_and_order(platform, "A1")                 # pending: never acknowledged
     charge(platform, pile, "A2")
-    time.sleep(1.5)
+    time.sleep(2.5)                                     # 75 s: checkpointed at 60 s
     pile.kill()                                         # A2 left as a checkpoint
     for name in FILES:                                  # every file torn in the middle
         path = os.path.join(pile.dir, name)

@@ -312,38 +312,165 @@ def _client(broker, user, password, client_id):
     return c, got, subacks
 
 
+PK = "HCI-EVA7"
+
+
+class Watcher:
+    """A paho client that keeps every (topic, payload) it receives."""
+
+    def __init__(self, broker, user, password, client_id, subscriptions):
+        self.got, self.subacks = [], []
+        self.client, _, _ = _client(broker, user, password, client_id)
+        self.client.on_message = lambda cl, u, m: self.got.append((m.topic, m.payload))
+        self.client.on_subscribe = lambda cl, u, mid, codes, p: self.subacks.append(codes)
+        for topic in subscriptions:
+            self.client.subscribe(topic, 1)
+        wait_until(lambda: len(self.subacks) == len(subscriptions), "SUBACKs")
+
+    def publish(self, topic, payload):
+        """QoS 1, back once the broker has acknowledged: it has handled the message (and
+        queued it to every subscriber allowed to read it) before it sends PUBACK, which
+        it sends for a denied one too."""
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(5)
+        assert info.is_published(), topic
+
+    def topics(self):
+        return [t for t, _ in list(self.got)]
+
+    def wait_topic(self, topic, timeout=5):
+        wait_until(lambda: topic in self.topics(), "a message on " + topic, timeout)
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_until(pred, what, timeout=5):
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, "no " + what
+        time.sleep(0.02)
+
+
+def _sys(dev, rest, pk=PK):
+    return "/sys/%s/%s/thing/%s" % (pk, dev, rest)
+
+
+def _ack(dev, cmd, sid, marker="platform"):
+    """An event acknowledgement as the platform sends it (PROTOCOL.md section 3)."""
+    return json.dumps({"head": {"cmd": cmd + "Reply", "dev_id": dev, "session_id": sid,
+                                "timestamp": int(time.time() * 1000), "status": 0,
+                                "ttl": -1, "version": "1.0.0", "by": marker},
+                       "body": {"result": 10}})
+
+
 def test_device_confined_to_its_own_topics(broker, platform, make_pile):
+    """With a pile's MQTT account: what only the platform may say (an acknowledgement, a
+    service) and anything of another pile or product reaches no one, others' topics are
+    never delivered to it; its own events and replies pass, and the platform's services
+    and acknowledgements reach it."""
     pile = make_pile(**FAST)
     online(platform)
     creds = read_creds(pile)
-    intruder, got, subacks = _client(broker, creds["mqtt_account"], creds["mqtt_password"],
-                                     "intruder-" + DEV)
+    spy = Watcher(broker, *broker.admin, client_id="spy", subscriptions=["#"])
+    intruder = Watcher(broker, creds["mqtt_account"], creds["mqtt_password"],
+                       "intruder-" + DEV,
+                       # mosquitto 2.0 grants every SUBSCRIBE and checks each delivery
+                       ["#", _sys(OTHER, "service/+"), _sys(OTHER, "event/+/post_reply"),
+                        _sys(DEV, "service/+", pk="OTHER-PK")])
     try:
-        # reading another pile's commands is refused
-        # (mosquitto grants the subscription and filters at delivery)
-        intruder.subscribe("/sys/HCI-EVA7/%s/thing/service/+" % OTHER, 1)
-        deadline = time.time() + 5
-        while not subacks and time.time() < deadline:
-            time.sleep(0.02)
-        assert subacks, "no SUBACK"
-        platform.send_raw(OTHER, {"head": {"cmd": "stopChargeSrv", "session_id": 1}},
-                          pk="HCI-EVA7")
-        # publishing as another pile reaches nobody; its own topic works (control)
+        before = pile.status()
+        start = json.dumps(_service("startChargeSrv", dict(START, pre_trade_no="forged"),
+                                    9200))
+        forged = [
+            (_sys(DEV, "event/orderUpdateEvt/post_reply"), _ack(DEV, "orderUpdateEvt", 1,
+                                                                "forged")),
+            (_sys(DEV, "event/firmwareEvt/post_reply"), _ack(DEV, "firmwareEvt", 2, "forged")),
+            (_sys(DEV, "service/startChargeSrv"), start),     # valid: it would start
+            (_sys(DEV, "service/rebootSrv_reply"), b'{"forged": 1}'),
+            (_sys(DEV, "event/firmwareEvt/post", pk="OTHER-PK"), b'{"forged": 1}'),
+            (_sys(DEV, "service/stopChargeSrv", pk="OTHER-PK"), b'{"forged": 1}'),
+            (_sys(OTHER, "event/orderUpdateEvt/post"), b'{"forged": 1}'),
+            (_sys(OTHER, "event/orderUpdateEvt/post_reply"), _ack(OTHER, "orderUpdateEvt", 1,
+                                                                  "forged")),
+            (_sys(OTHER, "service/stopChargeSrv"), b'{"forged": 1}'),
+            (_sys(OTHER, "service/stopChargeSrv_reply"), b'{"forged": 1}'),
+        ]
         mark = platform.mark()
-        for cmd in ("firmwareEvt", "orderUpdateEvt"):
-            info = intruder.publish("/sys/HCI-EVA7/%s/thing/event/%s/post" % (OTHER, cmd),
-                                    json.dumps({"head": {"cmd": cmd, "dev_id": OTHER,
-                                                         "session_id": 1}, "body": {}}), qos=1)
-            info.wait_for_publish(5)
-        intruder.publish("/sys/HCI-EVA7/%s/thing/service/stopChargeSrv" % OTHER, b"{}", qos=1)
-        info = intruder.publish("/sys/HCI-EVA7/%s/thing/event/probeEvt/post" % DEV,
-                                json.dumps({"head": {"cmd": "probeEvt"}}), qos=1)
-        info.wait_for_publish(5)
+        for topic, payload in forged:
+            intruder.publish(topic, payload)
+        # its own event passes (the broker handles one client's packets in order: when
+        # this one is out, every forged one before it has been dropped or delivered)
+        probe = _sys(DEV, "event/probeEvt/post")
+        intruder.publish(probe, json.dumps({"head": {"cmd": "probeEvt", "session_id": 5}}))
+        spy.wait_topic(probe)
         platform.wait_for(DEV, "probeEvt", since=mark)
-        time.sleep(0.3)
+        assert [t for t, p in list(spy.got) if b"forged" in p] == []
         assert not platform.messages(OTHER)
-        assert not got
+
+        # the platform's service reaches the pile, the pile's reply passes; the pile also
+        # gets every forged message before it that the broker let through: none
+        rep = give_model(platform, ele_model_id="M-ACL")
+        assert rep["msg"]["body"]["result"] == 10
+        after = pile.status()
+        assert after["fee_model"] == "M-ACL" and after["session"] is None, after
+        assert after["rejected"] == before["rejected"], after
+        assert not platform.messages(DEV, "startChargeSrv_reply")
+        assert "forged" not in pile.output()
+
+        # others' services and acknowledgements are never delivered to this account; its
+        # own are (the last, sent after the others by the same client, in order)
+        platform.stop_charge(OTHER, "T9", pk=PK)
+        platform.acknowledge(OTHER, "orderUpdateEvt", 3, pk=PK)
+        platform.stop_charge(DEV, "NOTHING", pk="OTHER-PK")
+        platform.acknowledge(DEV, "lastEvt", 999999)
+        intruder.wait_topic(_sys(DEV, "event/lastEvt/post_reply"))
+        theirs = [t for t in intruder.topics() if not t.startswith(_sys(DEV, ""))]
+        assert theirs == [], theirs
+        assert set(intruder.topics()) >= {_sys(DEV, "service/feeModelUpdateSrv"),
+                                          _sys(DEV, "service/feeModelUpdateSrv_reply")}
+        assert all(t.startswith(_sys(DEV, "service/")) or t.endswith("/post_reply")
+                   for t in intruder.topics()), intruder.topics()
     finally:
-        intruder.disconnect()
-        intruder.loop_stop()
+        intruder.close()
+        spy.close()
     assert pile.status()["link"]
+
+
+def test_forged_ack_does_not_drop_a_pending_order(broker, platform, make_pile):
+    """The pile's own account acknowledges its pending billing record: the broker drops
+    it and the order stays in the journal; the same acknowledgement from the platform
+    takes it out."""
+    pile = make_pile(ack_wait_s=60, **FAST)       # no resend round during the test
+    online(platform)
+    give_model(platform)
+    platform.no_ack.add("orderUpdateEvt")
+    assert charging(platform, pile, "F1")["start_result"] == 10
+    mark = platform.mark()
+    platform.stop_charge(DEV, "F1")
+    sent = platform.wait_for(DEV, "orderUpdateEvt", since=mark, timeout=15)
+    sid = sent["msg"]["head"]["session_id"]
+    pile.wait_status(lambda s: s["orders_pending"] == 1 and s["session"] is None)
+
+    creds = read_creds(pile)
+    intruder = Watcher(broker, creds["mqtt_account"], creds["mqtt_password"],
+                       "intruder-" + DEV, [])
+    try:
+        intruder.publish(_sys(DEV, "event/orderUpdateEvt/post_reply"),
+                         _ack(DEV, "orderUpdateEvt", sid))
+        # the one ack-shaped message this account may still publish, on a reply topic
+        # (its own reply comes back to it): the pile drops it
+        intruder.publish(_sys(DEV, "service/stopChargeSrv_reply"),
+                         _ack(DEV, "orderUpdateEvt", sid))
+    finally:
+        intruder.close()
+    # a service sent now reaches the pile after anything the broker let through above
+    give_model(platform, ele_model_id="M-AFTER")
+    st = pile.status()
+    assert st["orders_pending"] == 1 and st["fee_model"] == "M-AFTER", st
+    assert "acknowledged" not in pile.output().split("[up] orderUpdateEvt")[-1]
+
+    platform.acknowledge(DEV, "orderUpdateEvt", sid)          # the platform's own word
+    pile.wait_status(lambda s: s["orders_pending"] == 0)
+    assert len(platform.messages(DEV, "orderUpdateEvt")) == 1

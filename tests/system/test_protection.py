@@ -1,6 +1,8 @@
 """Protection end to end: every row of the trip table injected through the bench port
 during a charge (relay opened, totalFaultEvt in the seed's form, session ended with the
-fault's code and its order written, recovery as the row says), a trip with the broker
+fault's code and its order written, recovery as the row says), sensors at the ADC's
+rails (an open NTC trips over-temperature, a CP sense at the rail the CP fault, clipped
+mains the meter failure), a trip with the broker
 blackholed, the watchdog (hang a task -> killed -> restart -> safe, one order) and the
 offline charging window.  The board clock runs SPEED times faster than real time, so
 board-time holds (2 s over-voltage, 5 s soft over-current ...) take a tenth of that.
@@ -116,6 +118,12 @@ ROWS = {
               dict(cmd="fault", name="diode", on=False), True),
     "meter": (3006, dict(cmd="fault", name="adc_dead", on=True),
               dict(cmd="fault", name="adc_dead", on=False), False),
+    # sensors at the ADC's rails: each is the fault it must be, never a valid reading
+    "ntc_at_rail": (3010, dict(cmd="fault", name="ntc_open", on=True),
+                    dict(cmd="fault", name="ntc_open", on=False), False),
+    "cp_at_rail": (3012, dict(cmd="fault", name="cp_rail", on=True),
+                   dict(cmd="fault", name="cp_rail", on=False), False),
+    "mains_clipped": (3006, dict(cmd="mains", v=400), dict(cmd="mains", v=230), False),
 }
 
 
@@ -290,9 +298,9 @@ def test_trip_with_broker_blackholed(make_pile, platform, proxy):
 
 
 def test_watchdog_reset_comes_back_safe(make_pile, platform):
-    pile = up(make_pile, platform, wdt_ms=3000)
+    pile = up(make_pile, platform, wdt_ms=3000, speed=50)
     charge(platform, pile, "T1")
-    time.sleep(1.5)                             # > 20 Wh at 7 kW: the session checkpointed
+    time.sleep(1.5)                             # 75 s charging: the session checkpointed
     assert pile.alive()
     bench(pile, cmd="hang", task="measure")
     pile.proc.wait(10)                          # the board's watchdog kills the process

@@ -63,7 +63,7 @@ def test_ctrl_c_then_every_diag_helper(make_pile, platform, tmp_path):
     path = build_x64(tmp_path / "mpy")
     pile = make_pile(start=False, mpypath=path)
     pile.write_config()
-    cmd = [MICROPYTHON, "-i", pile.main_py(),
+    cmd = [MICROPYTHON, "-i", os.path.join(pile.image(), "main.py"),
            "--board", pile.board, "--config", os.path.join(pile.dir, "config.json"),
            "--storage", pile.dir, "--bench", str(pile.bench_port), "--cpu-id", pile.cpu_id]
     log = open(pile.log_path, "a")

@@ -128,3 +128,50 @@ def test_main_refuses_a_broken_board_file():
         assert "pile.boardfile" not in sys.modules       # dropped after the check
     finally:
         os.remove(path)
+
+
+ESP32_11DB = {"min_mv": 150, "max_mv": 3100, "min_code": 0, "max_code": 4095}
+
+
+def test_adc_section_is_the_esp32_at_11_db():
+    """Every ESP32 board file says what its ADC reads: the ESP32's defaults at 11 dB.  The
+    section may be left out, for the same values: the sim's board file does (its 12-bit
+    ADC clips at the default codes; its 0.4 KB of heap is spared)."""
+    for name, cfg in _boards():
+        assert cfg.get("adc") == (None if name == "sim" else ESP32_11DB), (name, cfg)
+    assert _errors(_drop("adc")) == []
+    assert boardfile.CP_MV == __import__("pile.pilot").pilot.CP_MAX_MV == 13500
+
+
+def test_adc_section_checked():
+    cases = [
+        (_set("adc.min_mv", -1), "adc.min_mv: expected int 0..1000"),
+        (_set("adc.max_mv", 3100.0), "adc.max_mv: expected int 500..5000"),
+        (_set("adc.max_code", 4096), "adc.max_code: expected int 0..4095"),
+        (_set("adc.min_mv", 900), None),
+        (lambda c: c["adc"].update(min_mv=1000, max_mv=900),
+         "adc.min_mv, max_mv: min_mv must be below max_mv"),
+        (_set("adc.min_code", 4095), "adc.min_code, max_code: min_code must be below"),
+        # the +-13.5 V a CP can plausibly show must read inside the codes: a divider of
+        # 6 mV a count puts -13.5 V at code 1613 - 2250 < 0, where the ADC reads nothing
+        (_set("cp.uv", 6000), "cp.offset, uv: CP -13500..+13500 mV must read inside adc "
+                              "codes 0..4095"),
+        (_set("adc.min_code", 100), "cp.offset, uv: CP -13500..+13500 mV must read inside "
+                                    "adc codes 100..4095"),
+        (_set("cp.offset", 2600), "cp.offset, uv: "),
+        (_set("ntc.vref_mv", 1000), None),
+        (lambda c: c["adc"].update(min_mv=1000, max_mv=2000) or c["ntc"].update(vref_mv=1000),
+         "ntc.vref_mv: must be above adc.min_mv"),
+    ]
+    for edit, want in cases:
+        errs = _errors(edit)
+        if want is None:
+            assert errs == [], errs
+        else:
+            assert errs and errs[0].startswith(want), (want, errs)
+    errs = _errors(lambda c: c.update(adc=[150, 3100]))
+    assert errs == ["adc: expected an object"], errs
+    # the reference divider: -13.5 V reads at about code 78, +13.5 V at 3148
+    cp = dict(_boards())["pile7kw"]["cp"]
+    assert cp["offset"] - 13500000 // cp["uv"] == 78 and \
+        cp["offset"] + 13500000 // cp["uv"] == 3148

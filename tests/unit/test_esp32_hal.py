@@ -29,7 +29,7 @@ class FakePin:
     by = {}         # gpio -> the last Pin made for it
     locked = False  # heap locked: record no history
 
-    def __init__(self, n, mode=-1, value=None):
+    def __init__(self, n, mode=-1, *, value=None):
         self.n, self.mode, self.v = n, mode, 0 if value is None else value
         self.writes, self.history, self.handler = 0, [], None
         FakePin.by[n] = self
@@ -42,14 +42,14 @@ class FakePin:
         if not FakePin.locked:
             self.history.append(x)
 
-    def irq(self, handler=None, trigger=0, hard=False):
+    def irq(self, handler=None, trigger=3, *, hard=False):
         self.handler, self.trigger, self.hard = handler, trigger, hard
 
 
 class FakePWM:
     last = None
 
-    def __init__(self, pin, freq=0, duty_u16=0):
+    def __init__(self, pin, *, freq=0, duty_u16=0):
         self.pin, self.freq, self.duties = pin, freq, [duty_u16]
         FakePWM.last = self
 
@@ -64,8 +64,8 @@ class FakeADC:
     reads = 0
     log = None      # a list: (fake us at the read, gpio) of every read_u16
 
-    def __init__(self, pin, atten=None):
-        self.n, self.atten = pin.n, atten
+    def __init__(self, id, *, atten=None):
+        self.n, self.atten = id.n, atten
 
     def read_u16(self):
         FakeADC.reads += 1
@@ -82,7 +82,7 @@ class FakeADC:
 class FakeWDT:
     made, feeds, timeout = 0, 0, None
 
-    def __init__(self, timeout=5000):
+    def __init__(self, *, timeout=5000):
         FakeWDT.made += 1
         FakeWDT.timeout = timeout
 
@@ -93,8 +93,8 @@ class FakeWDT:
 class FakeRTC:
     set_to = None
 
-    def datetime(self, t):
-        FakeRTC.set_to = t
+    def datetime(self, datetimetuple=None):
+        FakeRTC.set_to = datetimetuple
 
 
 class FakeTimer:
@@ -105,7 +105,7 @@ class FakeTimer:
         self.tid, self.live = tid, False
         FakeTimer.last = self
 
-    def init(self, period=0, mode=0, callback=None):
+    def init(self, *, mode=1, period=None, callback=None):
         self.period, self.callback, self.live = period, callback, True
 
     def deinit(self):
@@ -226,12 +226,13 @@ def _sleep(ms):
     return _plain_sleep(0)
 
 
-def burst(b):
-    """One adc_burst, its awaits passing fake time as real sleeps pass real time."""
+def burst(b, coro=None):
+    """One adc_burst (or a coroutine that takes one), its awaits passing fake time as
+    real sleeps pass real time."""
     import asyncio
     asyncio.sleep_ms = _sleep
     try:
-        return run(b.adc_burst())
+        return run(coro or b.adc_burst())
     finally:
         asyncio.sleep_ms = _plain_sleep
 
@@ -420,12 +421,96 @@ def test_gun_temperature_ntc():
     FakeADC.uv[P["ntc_adc"]] = 0              # open sensor: fail safe, trips over-temperature
     b._temp_t -= 1000
     assert b.gun_temp() == 2500               # 250.0 C
-    for uv in (3300000, 3250000, 40000):      # shorted, and within 2 % of either rail
+    for uv in (3300000, 3250000, 40000):      # shorted, and near either rail
         FakeADC.uv[P["ntc_adc"]] = uv
         b._temp_t -= 1000
         assert b.gun_temp() == 2500, uv
     b = _board(pins={"ntc_adc": -1})
     assert b.gun_temp() is None
+
+
+def _temp(b, *uvs):
+    """gun_temp() for NTC reads of these uV (the last one repeated), a second later."""
+    seq = list(uvs)
+    a = b._a["ntc_adc"]
+    a.read_uv = lambda: seq.pop(0) if len(seq) > 1 else seq[0]
+    b._temp_t -= 1000
+    return b.gun_temp()
+
+
+def test_ntc_at_the_adc_limits_is_a_broken_sensor():
+    """The ESP32's ADC at 11 dB reads nothing below about 150 mV (an open NTC with the
+    NTC on top reads the chip's calibrated floor, ~120 mV, not 0: -34 C by the Beta
+    equation) and saturates near 3.1 V (a short).  Any read outside the board file's
+    adc min_mv..max_mv is a broken sensor: 2500 (250.0 C), which trips over-temperature."""
+    b = _board()
+    assert b._uv_lo == 150000 and b._uv_hi == 3100000
+    assert _temp(b, 120000) == 2500           # open: the floor, not -34 C
+    assert _temp(b, 150000) == 2500           # at the limit: not a reading
+    t = _temp(b, 151000)                      # just inside: a (cold) temperature
+    x = 1 - 0.151 / 3.3
+    want = 1 / (1 / 298.15 + math.log(10000 * x / (1 - x) / 10000) / 3950) - 273.15
+    assert t == int(want * 10) == -306, (t, want)
+    assert _temp(b, 3100000) == 2500          # saturated: a short
+    assert 1020 <= _temp(b, 3099000) <= 1030  # just inside: 102 C, which trips anyway
+    assert _temp(b, 1650000, 1650000, 1650000, 120000) == 2500    # one read of four
+    assert _temp(b, 1650000) == 250
+    # the limits are the board's: an ADC that reads down to 100 mV takes 120 mV for -34 C
+    b = _board(adc={"min_mv": 100})
+    assert -345 <= _temp(b, 120000) <= -335
+    # ... and never above the divider's reference, whatever max_mv says
+    b = _board(ntc={"vref_mv": 3000})
+    assert b._uv_hi == 3000000 and _temp(b, 3000000) == 2500 and _temp(b, 2999000) != 2500
+    # a board file without the section: the ESP32's defaults
+    cfg = json.loads(json.dumps(CFG))
+    del cfg["adc"]
+    b = esp32.Board(cfg, CFG_OPTS)
+    assert (b._uv_lo, b._uv_hi) == (150000, 3100000) and _temp(b, 120000) == 2500
+
+
+def _clamped(read):
+    """A read_u16 source clipped as the ADC clips: codes 0..4095."""
+    return lambda: max(0, min(4095, read() >> 4)) << 4
+
+
+def test_cp_and_mains_at_the_adc_rails_are_no_readings():
+    """A CP sense input at either rail reads as a plateau beyond +-13.5 V, which the pilot
+    takes for an error; a mains burst with samples at the rails is no measurement."""
+    from pile import pilot, store
+    from pile.metering import Metering
+    import kit
+    b = _board()
+    for code, mv in ((0, -14179), (4095, 21816)):
+        FakeADC.src[P["cp_adc"]] = lambda: code << 4
+        hi, lo = b.cp_read()
+        assert hi == lo == mv and pilot.level(hi) == "E", (code, hi, lo)
+    b.cp_set(53)
+    FakeADC.src[P["cp_adc"]] = _cp_wave(2978, 0)        # the low plateau at the floor
+    hi, lo = b.cp_read()
+    p = pilot.Pilot()
+    p.update(hi, lo, True)
+    assert hi == 11998 and lo == -14179 and p.raw == "E", (hi, lo)
+
+    assert store.init(kit.fresh_dir()) is None
+    cfg = kit.cfg()
+    m = Metering(b, json.loads(json.dumps(CFG)), cfg, 300)
+    burst(b)                                            # size the buffers
+    burst(b, m.sample(True))
+    assert m.valid and not m.bad and 220000 < m.mv < 240000, m.mv
+    # 260 V peak-to-peak beyond the front end: the voltage clips at codes 0 and 4095
+    FakeADC.src[P["v_adc"]] = _clamped(_sine(2048, 2300, 500))
+    before = m.register()
+    assert burst(b, m.sample(True)) == 0
+    assert min(b._v) == 0 and max(b._v) == 4095     # (the buffers are reused by now)
+    assert m.bad and not m.valid and m.mv == m.ma == m.mw == 0 and m.register() == before
+    # the current at one rail only (a broken channel pulled up): bad as well
+    FakeADC.src[P["v_adc"]] = _sine(2048, 1600, 500)
+    FakeADC.src[P["i_adc"]] = _clamped(_sine(3600, 600, 500))
+    burst(b, m.sample(True))
+    assert m.bad and max(b._i) == 4095 and min(b._i) > 2900
+    FakeADC.src[P["i_adc"]] = _sine(2048, 400, 500)
+    burst(b, m.sample(True))
+    assert m.valid and not m.bad
 
 
 def _levels(history):

@@ -271,3 +271,56 @@ def test_torn_register_file_falls_back_then_starts_at_zero():
     store.save(FILE, {"mwh": 4321})
     m = Metering(b, BOARD, cfg, DC)
     assert m.register() == 4321 and m.saved_ms == 0
+
+
+def test_clipped_burst_adds_no_energy_and_is_bad():
+    """Samples at the ADC's rails (codes 0 and 4095, the board file's adc min_code and
+    max_code) are clipped: the RMS would read low by an unknown amount, so the burst is
+    no measurement.  The sim's ADC clips mains above ~293 V and currents above ~70 A."""
+    b = _board()
+    _set(b, 32, 1.0)
+    m = Metering(b, BOARD, _cfg(), DC)
+    assert "adc" not in BOARD and (m.lo, m.hi) == (0, 4095)     # the defaults
+    assert _sample(m, b, 5) > 0 and m.valid
+    for world, closed in (({"cmd": "mains", "v": 400}, True),      # the voltage clips
+                          ({"cmd": "car", "demand_a": 80, "greedy": True}, False)):
+        # (the current at its rails with the relay open: a broken channel)
+        b.bench(world)
+        e = m.register()
+        seen = []
+        assert _sample(m, b, 20, closed, lambda m: seen.append(m.bad)) == 0, world
+        assert seen == [True] * 20 and m.register() == e, (world, seen)
+        assert not m.valid and not m.over and (m.mv, m.ma, m.mw) == (0, 0, 0), world
+        v, i, _ = run(b.adc_burst())
+        assert (min(v), max(v)) == (0, 4095) if "v" in world else max(i) == 4095, world
+        _set(b, 32, 1.0)
+        assert _sample(m, b, 5) > 0 and m.valid and not m.bad
+    # the current at its rails with the relay closed: more current than the channel
+    # reads, a valid reading flagged `over` (protection's hard over-current trips at once)
+    b.bench({"cmd": "car", "demand_a": 80, "greedy": True})
+    _sample(m, b, 3)
+    assert m.valid and not m.bad and m.over and m.ma > 60000, (m.ma, m.over)
+    _set(b, 32, 1.0)
+    _sample(m, b, 1)
+    assert not m.over
+    # just inside the range: 290 V and 70 A are measured (the sim's mean offsets ~2050)
+    _set(b, 70, 1.0, volts=290)
+    assert _sample(m, b, 5) > 0 and m.valid, (m.mv, m.ma)
+    assert abs(m.mv - 290000 * 200 / 203) < 3000 and abs(m.ma - 70000 * 50 / 49) < 1000
+
+
+def test_rail_codes_come_from_the_board_file():
+    """A board whose ADC reads nothing useful within 100 codes of either end says so
+    (adc min_code 100, max_code 3995): a burst reaching into that band is clipped."""
+    b = _board()
+    _set(b, 32, 1.0, volts=270)     # peaks at ~2051 +- 1880 codes: 171 .. 3931
+    narrow = dict(BOARD, adc={"min_mv": 150, "max_mv": 3100, "min_code": 100,
+                              "max_code": 3995})
+    wide, m = Metering(b, BOARD, _cfg(), DC), Metering(b, narrow, _cfg(), DC)
+    _sample(wide, b, 3)
+    _sample(m, b, 3)
+    assert wide.valid and m.valid
+    _set(b, 32, 1.0, volts=285)     # peaks at ~2051 +- 1985 codes: 66 .. 4036
+    _sample(wide, b, 3)
+    _sample(m, b, 3)
+    assert wide.valid and m.bad

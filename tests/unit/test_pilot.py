@@ -1,5 +1,5 @@
 """pile.pilot: CP levels, duty table, debounce and diode check."""
-from pile.pilot import Pilot, current_da, duty_for, level
+from pile.pilot import CP_MAX_MV, Pilot, current_da, duty_for, level
 
 
 def test_level_nominal():
@@ -10,12 +10,12 @@ def test_level_nominal():
 
 def test_level_thresholds():
     table = (
-        (20000, "A"), (10500, "A"), (10499, "B"),
+        (13500, "A"), (10500, "A"), (10499, "B"),
         (7500, "B"), (7499, "C"),
         (4500, "C"), (4499, "D"),
         (1500, "D"), (1499, "E"),
         (-6000, "E"), (-10499, "E"),  # between the E and F plateaus: error
-        (-10500, "F"), (-13000, "F"),
+        (-10500, "F"), (-13000, "F"), (-13500, "F"),
     )
     for mv, want in table:
         assert level(mv) == want, (mv, level(mv), want)
@@ -140,3 +140,63 @@ def test_diode_check_needs_pwm_and_vehicle():
         p = Pilot(2)
         feed(p, [mv] * 2, lo=-10000, pwm=True)   # exactly -10 V passes
         assert p.diode_ok, mv
+
+
+def test_level_beyond_the_12_v_bands_is_an_error():
+    """No CP plateau lies beyond +-13.5 V (the +-12 V plateaus and the bands' 1.5 V): such
+    a reading is a sense circuit or an ADC at its rail, an error, never A or F."""
+    assert CP_MAX_MV == 13500
+    for mv in (13501, 14000, 21816, 32767, -13501, -14179, -30000):
+        assert level(mv) == "E", (mv, level(mv))
+
+
+def test_cp_at_the_rail_settles_as_error():
+    """The ESP32 board reads code 4095 (the ADC's top rail) as +21.8 V and code 0 as
+    -14.2 V through the devkitc divider: both settle as E (a CP fault), not as A / F."""
+    import json
+    with open("boards/devkitc/board.json") as f:
+        cp = json.load(f)["cp"]
+    top = (4095 - cp["offset"]) * cp["uv"] // 1000
+    bottom = (0 - cp["offset"]) * cp["uv"] // 1000
+    assert top == 21816 and bottom == -14179, (top, bottom)
+    for hi, lo in ((top, top), (bottom, bottom), (top, -12000)):
+        p = Pilot(2)
+        assert feed(p, [hi, hi], lo=lo) == ["A", "E"], (hi, lo)
+    # the high plateau is a sound C, the low one beyond the rail: E too, while PWM runs
+    p = Pilot(2)
+    feed(p, [6000, 6000], lo=-12000, pwm=True)
+    assert p.state == "C"
+    assert feed(p, [6000, 6000], lo=bottom, pwm=True) == ["C", "E"]
+    assert p.raw == "E" and p.diode_ok
+    assert feed(p, [6000, 6000], lo=-12000, pwm=True) == ["E", "C"]
+    # up to the edge of the bands it is still a valid state
+    p = Pilot(2)
+    assert feed(p, [13500, 13500], lo=-13500) == ["A", "A"] and p.raw == "A"
+
+
+def test_cp_at_the_rail_during_a_charge_is_a_cp_fault():
+    """The whole pile on the simulated board: the CP sense input goes to the ADC's top
+    rail while charging (+21.8 V read, the vehicle still in C).  Read as A it would end
+    the session as "gun pulled out" (1008) with a vehicle still drawing; it is a CP fault
+    (3012): relay open, the session ended with 3012; it clears once the CP reads again."""
+    from pile.gun import CHARGING
+    from kit import Pile
+    p = Pile(relay_min_open_s=0)
+    p.bench("plug")
+    p.step(100)
+    p.deliver("startChargeSrv", {"gun_no": 1, "pre_trade_no": "R1", "charge_mode": 10})
+    p.until(lambda: p.gun.state == CHARGING and p.board.contacts, 3000, "charging")
+    p.step(100)
+    p.bench("fault", name="cp_rail", on=True)
+    assert p.board.cp_level() == "C"            # the line and the vehicle are sound
+    p.step(10)
+    assert not p.board.relay_cmd                # the first read unlike C/D opens it
+    p.until(lambda: p.prot.codes() == [3012], 200, "the CP fault")   # cp_hold_ms
+    assert p.gun.s is None and p.gun.pilot.state == "E" and p.gun.work_status() == 16
+    reasons = [b["reason"] for _, b in p.events("orderUpdateEvt")]
+    assert reasons and set(reasons) == {3012}, reasons
+    assert p.board.violation_count == 0, p.board.violations
+    p.bench("fault", name="cp_rail", on=False)
+    p.until(lambda: not p.prot.active, 2000, "cleared")
+    assert p.gun.pilot.state in "BC"
+    p.close()

@@ -376,7 +376,13 @@ SEEDS = (SEED_VERSION, SEED_FIRMWARE, SEED_FEE, SEED_FAULT, SEED_START, SEED_STA
 
 
 def _proto(dev=DEV, board=None, dir=None, trusted=True):
-    store.init(dir or kit.fresh_dir())
+    """A Protocol on fresh storage whose event ids start at 1 (seq.json "next" 0), or on
+    `dir` as a reboot finds it."""
+    if dir is None:
+        store.init(kit.fresh_dir())
+        store.save("seq.json", {"next": 0})
+    else:
+        store.init(dir)
     return protocol.Protocol(kit.cfg(dev_id=dev), board or kit.BOARD, lambda: NOW,
                              lambda: trusted)
 
@@ -631,6 +637,8 @@ def test_timestamp_is_zero_until_the_clock_is_trusted():
 
 def test_event_ids_increase_across_reboots():
     d = kit.fresh_dir()
+    store.init(d)
+    store.save("seq.json", {"next": 0})
     p = _proto(dir=d)
     sids = [p.start_result("T", 10, 0)[0], p.version("x")[0]]
     p.reply(START, 77, 10, None, None)
@@ -645,6 +653,24 @@ def test_event_ids_increase_across_reboots():
         assert sid == last + 1
         last = sid
     assert _proto(dir=d).version("x")[0] > last       # never an id used before
+
+
+def test_event_ids_with_every_copy_lost_come_from_a_random_block():
+    """seq.json and its generations lost (or a new pile): not from 1 again, where an
+    acknowledgement of an event from before the loss could match a new one."""
+    firsts = set()
+    for _ in range(5):
+        p = _proto(dir=kit.fresh_dir())
+        first = p.version("x")[0]
+        assert 1000 < first < 1 << 30 and first % 1000 == 1, first
+        firsts.add(first)
+        assert store.load("seq.json") == {"next": first - 1 + 1000}
+    assert len(firsts) == 5, firsts
+    # the journal's copy (journal.json "seq") raises it: seq.json alone lost costs nothing
+    p = _proto(dir=kit.fresh_dir())
+    p.reserve(1 << 30)                            # above any random block
+    assert p.version("x")[0] == (1 << 30) + 1
+    assert store.load("seq.json") == {"next": (1 << 30) + 1000}
 
 
 def test_text_goes_out_as_utf8_and_escaped():

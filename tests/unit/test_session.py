@@ -19,7 +19,7 @@ the service replies are left out of that list (the replies are checked on their 
 """
 import time
 
-from kit import COMPACT, Pile, rm_tree
+from kit import BOARD, COMPACT, Pile, rm_tree
 from pile import config, fees, journal
 
 START_TIMEOUT_S, PAUSE_S, OFFLINE_S = 8, 3, 3
@@ -34,9 +34,10 @@ UNLISTED = ("acGunRunIty", "totalFaultEvt", "firmwareEvt", "verInfoEvt")
 
 
 def rig(**over):
-    """The pile with the old rig's short timeouts (and any other overrides)."""
+    """The pile with the old rig's short timeouts (and any other overrides); the
+    contactor's minimum open time (anti-chatter) is off unless a test says otherwise."""
     kw = dict(start_timeout_s=START_TIMEOUT_S, vehicle_pause_s=PAUSE_S,
-              offline_charge_s=OFFLINE_S, epoch_ms=EPOCH_MS)
+              offline_charge_s=OFFLINE_S, epoch_ms=EPOCH_MS, relay_min_open_s=0)
     kw.update(over)
     return Pile(**kw)
 
@@ -516,12 +517,13 @@ def test_limits():
             assert wh * 50 <= order["total_power_cost"] < (wh + 1) * 50, order
             assert wh * 20 <= order["total_serv_cost"] < (wh + 1) * 20, order
             cost = order["total_power_cost"] + order["total_serv_cost"]
-            if mode == 11:      # 1000 (0.0001 yuan) reached, by less than one burst more
-                assert 1000 <= cost < 1000 + 10, (mode, cost)
+            if mode == 11:      # 1000 (0.0001 yuan) reached, by less than one burst and
+                # the vehicle's reaction to the PWM going off (ev_react_ms) more
+                assert 1000 <= cost < 1000 + 30, (mode, cost)
             if mode == 12:      # 100 Wh reached
                 assert 100 <= order["total_elect"] <= 101, order
-            if mode == 14:      # one minute of charging, to the step
-                assert 60000 <= dt <= 60050, dt
+            if mode == 14:      # one minute of charging, to the step and the vehicle's
+                assert 60000 <= dt <= 60000 + 100 + 50, dt      # reaction (ev_react_ms)
                 assert int(order["charge_endTime"]) - int(order["charge_start_time"]) == 60, \
                     order
             assert ws(p) == 14 and not relay(p) and not lock(p)
@@ -737,31 +739,37 @@ def test_telemetry_fields():
         close(p)
 
 
-def test_new_start_right_after_stop_keeps_the_lock():
-    # the old session's pending unlock must not release the new session's lock
+def test_new_start_right_after_stop_has_its_lock():
+    # a start that comes while the last session still ends is busy; once it has ended a
+    # new one starts with its own lock, which holds through a pause
     p = rig()
     try:
         to_charging(p)
-        n0 = p.board._seq
         assert stop(p, "T1") == (10, None)
-        assert start(p, "T2") == (10, None)
+        assert start(p, "T2")[0] == 11                 # the stop is under way: busy
+        p.until(lambda: not relay(p), ms=3000, what="stopped")
+        for cmd, _, sid in list(p.sent):               # acknowledged (the journal sends
+            if cmd in JOURNALED:                       # 3 at a time)
+                p.ack(sid)
+        assert start(p, "T3") == (10, None)            # (T2 stays refused: a new trade)
         p.step(1000)
-        assert short(p) == ["stop 10/0/1009", "order 1009", "start 10/0"], short(p)
+        assert short(p) == ["stop 10/0/1009", "start 14/0", "order 1009", "start 10/0"], \
+            short(p)
         assert ws(p) == 13 and relay(p) and lock(p) and p.gun.lock
-        assert p.gun.s.trade == "T2"
+        assert p.gun.s.trade == "T3"
+        n0 = p.board._seq
         p.bench("car", want=False)          # a pause: relay open, the lock must hold
         p.step(1000)
         assert ws(p) == 13 and not relay(p) and lock(p)
-        evs = p.board.events(n0)
-        assert evs and evs[0]["n"] == n0
-        assert not [e for e in evs if e["ev"] == "lock_set"], evs
+        assert not [e for e in p.board.events(n0) if e["ev"] == "lock_set"]
         safe(p)
     finally:
         close(p)
 
 
-def test_vehicle_in_d_charges():
-    p = rig()
+def test_vehicle_in_d_charges_where_the_pile_has_ventilation():
+    board = dict(BOARD, ventilation=1)
+    p = rig(board=board)
     try:
         p.bench("car", vent=True)
         to_charging(p)
@@ -773,3 +781,5 @@ def test_vehicle_in_d_charges():
         safe(p)
     finally:
         close(p)
+
+

@@ -56,7 +56,9 @@ def test_cp_levels_and_diode():
     b.bench({"cmd": "car", "vent": True})
     assert b.cp_read() == (3000, -12000) and b.cp_level() == "D"
     b.cp_set(100)
-    assert b.cp_read() == (9000, 9000)  # PWM off: car stays in B
+    assert b.cp_read() == (3000, 3000)  # PWM off: the car has not seen it yet ...
+    time.sleep_ms(110)
+    assert b.cp_read() == (9000, 9000)  # ... after ev_react_ms (100) it opens S2: B
     b.cp_set(0)
     assert b.cp_read() == (-12000, -12000) and b.cp_level() == "F"
     b.cp_set(53)
@@ -318,10 +320,18 @@ def test_violations_recorded():
     assert s["latencies"][-1]["what"] == "left_cd" and s["latencies"][-1]["us"] >= 100000
     b3 = _board()
     _charging(b3)
-    b3.cp_set(100)  # EVSE stops: car goes to B, relay opened at once
-    b3.relay_set(False)
+    b3.cp_set(100)  # EVSE stops: PWM off; the car still draws until it reacts ...
+    assert b3.cp_level() == "C" and b3.current_a() > 30
+    time.sleep_ms(110)
+    assert b3.cp_level() == "B" and b3.current_a() == 0   # ... then goes to B
+    b3.relay_set(False)  # and the relay opens after it: no load, no violation
     s = _state(b3)
     assert s["violation_count"] == 0 and s["latencies"][-1]["us"] < 100000
+    assert s["under_load"] == 0
+    b4 = _board()
+    _charging(b4)
+    b4.relay_set(False)  # opened while the car draws current: counted
+    assert _state(b4)["under_load"] == 1
 
 
 def test_events_ring():
@@ -467,5 +477,6 @@ def test_shutdown_and_real_board_file():
     b = sim.Board(cfg, {"storage": fresh_dir()})
     _charging(b)
     b.shutdown()
+    time.sleep_ms(110)  # the car reacts to the PWM going off (ev_react_ms)
     assert not b.relay_cmd and b.cp_read()[0] == 9000 and b.duty == 100
     assert b.tasks() == []

@@ -185,16 +185,19 @@ def test_init_creates_the_directory_and_reports_an_unwritable_one():
     assert store.save("x.json", {"a": 1}) and store.load("x.json") == {"a": 1}
     assert _raw("x.json")[8:9] == b"\n"
     assert store.init(d) is None and store.load("x.json") == {"a": 1}   # already there
+    # every missing folder on the way is made (mkdir -p)
+    assert store.init(top + "/no/such/dir") is None
+    assert store.save("x.json", {"a": 2}) and os.listdir(top + "/no/such/dir") == ["x.json"]
     # a directory that cannot be made: the reason (the pile must then not charge)
-    why = store.init(top + "/no/such/dir")
-    assert type(why) is str and "not writable" in why and top + "/no/such/dir" in why, why
-    assert store.root == top + "/no/such/dir"
-    assert store.save("x.json", {"a": 2}) is False
+    why = store.init(top + "/plain_parent/x")
+    assert why is None                           # (made too)
     # a plain file where the directory should be
     with open(top + "/plain", "w") as f:
         f.write("x")
     why = store.init(top + "/plain")
     assert why and "not writable" in why and "plain" in why, why
-    assert store.init(top + "/plain/sub") is not None
+    why = store.init(top + "/plain/sub")
+    assert type(why) is str and "not writable" in why and top + "/plain/sub" in why, why
+    assert store.root == top + "/plain/sub" and store.save("x.json", {"a": 2}) is False
     with open(top + "/plain") as f:
         assert f.read() == "x"                   # left as it was
