@@ -17,7 +17,7 @@ saves reset cause "watchdog", prints "WDT: reset" and kills the process with SIG
 The vehicle: when the PWM goes off under it while it draws current it takes sim
 "ev_react_ms" (default 100, board ms) to see it, then opens S2 (C -> B) and stops drawing.
 
-Safety recorder (real-time microseconds): events ring of the last 64 (relay_set, contacts,
+Safety recorder (real-time microseconds since boot): events ring of the last 64 (relay_set, contacts,
 lock_set, locked, cp_duty, cp_level, bench, violation, alarm_error, under_load); violations:
 relay closed while not locked / CP not C or D / PWM off, and relay opened more than 100 ms
 after the vehicle left C/D; latencies: vehicle leaving C/D -> relay_set(False) ("left_cd"),
@@ -48,8 +48,10 @@ Bad input (not JSON, unknown cmd or key, wrong type or range) changes nothing.
   {"cmd":"speed","x":1..10000}             board ms per real ms
   {"cmd":"clock","epoch_ms":int}           jump the wall clock (trust unchanged)
   {"cmd":"freeze","ms":0..120000}          block the event loop this many board ms
-  {"cmd":"starve","ms":1..60000}           out of memory for this many board ms: every
-                                           allocation of the application raises MemoryError
+  {"cmd":"starve","ms":1..60000[,"with":req]}  out of memory for this many board ms: every
+                                           allocation of the application raises MemoryError;
+                                           with: a bench request carried out just before, in
+                                           the same turn of the loop (a fault while starved)
   {"cmd":"heap"} -> {"alloc", "free", "largest"}   after a collection; largest: the
                                            biggest block one allocation can still get
   {"cmd":"state"}   -> {"ok":true,"state":{cp_duty, cp_hi, cp_lo, cp_level, relay_cmd,
@@ -111,7 +113,7 @@ net up:Bool
 speed x:Int:1:10000
 clock epoch_ms:Int:1:4.5e15
 freeze ms:Int:0:120000
-starve ms:Int:1:60000
+starve ms:Int:1:60000 with:req
 heap map:bool"""
 
 
@@ -136,6 +138,7 @@ class Board:
         self._trusted = opts.get("trusted", True)
         self.speed = max(1, int(opts.get("speed", 1)))
         self.manual = opts.get("manual", False)  # board time moves only by advance()
+        self._us_at = [time.ticks_us(), 0]   # the recorder's clock (_us): ticks, us so far
         t = time.ticks_add(opts.get("ticks0", 0), 0)  # wrapped like this port's ticks
         # real ticks of the last ticks_ms(), board ticks then, wall clock ms at board tick
         self.clock = [time.ticks_ms(), t, opts.get("epoch_ms") or time.time_ns() // 1000000, t]
@@ -158,6 +161,7 @@ class Board:
         self.under_load = 0  # contactor openings with current flowing (more than 1 A)
         self.watchdog = [0, 0, 0]  # last feed (real ticks), timeout (board ms), armed
         self._srv = None
+        self.starved = False    # the bench's "starve": the heap is locked
         # the world: defaults, overlaid with what the world file holds (the same types)
         self.w = w = {"plugged": False, "want": True, "vent": False, "demand_a": 32,
                       "greedy": False, "v": 230.0, "pf": 1.0, "noise": 0.002, "temp_c": 25.0,
@@ -200,13 +204,22 @@ class Board:
         """Record an event in the ring; a violation is also counted and kept."""
         if ev == "violation":
             self.violation_count += 1
-            self.violations.append((time.time_ns() // 1000, v))
+            self.violations.append((self._us(), v))
             del self.violations[:-_KEEP]
         n = self._seq % _RING * 3     # three small ints (no big int per event)
-        self._ring[n] = time.time_ns() // 1000
+        self._ring[n] = self._us()
         self._ring[n + 1] = _EVENTS.index(ev)
         self._ring[n + 2] = v
         self._seq += 1
+
+    def _us(self):
+        """Real microseconds since boot, for the recorder: from ticks_us, which allocates
+        nothing (time_ns makes a big int: out of memory it would fail); read at least
+        every few minutes (ticks_ms does) so a wrap of ticks_us is never missed."""
+        a, t = self._us_at, time.ticks_us()
+        a[1] += time.ticks_diff(t, a[0])
+        a[0] = t
+        return a[1]
 
     def events(self, since=0):
         """Recorded events numbered since..: list of {"n", "t_us", "ev", "v"}."""
@@ -219,6 +232,7 @@ class Board:
 
     # ---- time
     def ticks_ms(self):
+        self._us()      # keeps the recorder's clock across ticks_us wraps
         c = self.clock
         r = time.ticks_ms()
         d = time.ticks_diff(r, c[0])
@@ -253,8 +267,11 @@ class Board:
             elif 0 < duty < 100:
                 self._off_t = None
             self.duty = duty
-            self._event("cp_duty", duty)
-            self._update()
+            try:                        # the output has moved; the records need memory
+                self._event("cp_duty", duty)
+                self._update()
+            except MemoryError:
+                pass
 
     def cp_read(self, sense=True):
         w = self.w
@@ -298,9 +315,9 @@ class Board:
         self._event("cp_level", new)
         p = self._pending
         if old in "CD" and new not in "CD" and self.relay_cmd and "left_cd" not in p:
-            p["left_cd"] = time.time_ns() // 1000
+            p["left_cd"] = self._us()
         elif new in "CD" and "left_cd" in p:  # back in C/D before the relay opened
-            d = time.time_ns() // 1000 - p.pop("left_cd")
+            d = self._us() - p.pop("left_cd")
             if d > _LATE_US:
                 self._event("violation", "relay not opened %d ms after vehicle left C/D"
                             % (d // 1000))
@@ -317,7 +334,28 @@ class Board:
     # ---- contactor and lock
     def relay_set(self, on):
         on = bool(on)
-        t = time.time_ns() // 1000
+        was = self.relay_cmd
+        try:
+            amps = self.current_a()     # flowing as it opens (a float: needs memory)
+        except MemoryError:
+            amps = None
+        self.relay_cmd = on     # the output first, as a pin moves: the records below may
+        closed = on or self.contacts and "welded" in self.w["faults"]  # (welded: stays)
+        moved = closed != self.contacts                  # run out of memory (the bench's
+        self.contacts = closed                           # "starve"), the relay may not
+        try:
+            self._relay_records(on, was, moved, amps)
+        except MemoryError:
+            pass
+
+    def _relay_records(self, on, was, moved, amps):
+        """The safety recorder's view of a relay_set (events first: they need no memory;
+        then violations and latencies)."""
+        t = self._us()
+        if on != was:
+            self._event("relay_set", on)
+        if moved:
+            self._event("contacts", self.contacts)
         if on:
             why = []
             if not self.lock_feedback():
@@ -328,10 +366,10 @@ class Board:
                 why.append("PWM off")
             if why:
                 self._event("violation", "relay closed: " + ", ".join(why))
-        elif self.relay_cmd:  # opening: under load? and the latency of what it answers
-            if self.current_a() > 1:
+        elif was:  # opening: under load? and the latency of what it answers
+            if amps is not None and amps > 1:
                 self.under_load += 1
-                self._event("under_load", self.current_a())
+                self._event("under_load", amps)
             p, lat = self._pending, self.latencies
             if "left_cd" in p:
                 d = t - p.pop("left_cd")
@@ -343,13 +381,6 @@ class Board:
                 lat.append((name, t - p[name]))
             self._pending = {}
             del lat[:-_KEEP]
-        if on != self.relay_cmd:
-            self.relay_cmd = on
-            self._event("relay_set", on)
-        on = on or self.contacts and "welded" in self.w["faults"]  # welded: stays closed
-        if on != self.contacts:
-            self.contacts = on
-            self._event("contacts", on)
 
     def relay_feedback(self):
         return self.contacts
@@ -468,33 +499,64 @@ class Board:
     def tasks(self):
         """The bench server, when opts has a bench_port."""
         port = self.opts.get("bench_port", 0)
-        if not port:
-            return []
+        return [self._bench_server(port)] if port else []
 
-        async def bench(r, w):  # one client: a request per line
-            try:
-                while True:
-                    line = await r.readline()
-                    if not line:
-                        break
-                    if line.strip():
-                        w.write(json.dumps(self.bench(line)) + "\n")
-                        await w.drain()
-            except Exception as e:  # a dropped client must not stop the server
+    async def _bench_server(self, port):
+        """Accept bench clients on 127.0.0.1:port; each gets a task.  Sockets polled
+        every 5 ms, and nothing is read or accepted while the bench starves the heap
+        (asyncio's server would allocate at once and die of it)."""
+        import select
+        import socket
+        srv = self._srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+        srv.listen(8)
+        srv.setblocking(False)
+        poller = select.poll()
+        poller.register(srv, select.POLLIN)
+        while self._srv is srv:
+            await asyncio.sleep_ms(5)
+            for _ in () if self.starved else poller.ipoll(0):   # ipoll: no list made
                 try:
-                    print("sim: bench:", repr(e))
-                except MemoryError:
+                    c = srv.accept()[0]
+                    c.setblocking(False)
+                    asyncio.create_task(self._bench_client(c))
+                except Exception:       # out of memory, say: that client is dropped
                     pass
+        srv.close()
+
+    async def _bench_client(self, c):
+        """One client: a JSON request per line, a JSON reply line each."""
+        got, buf = b"", bytearray(256)
+        try:
+            while self._srv:
+                await asyncio.sleep_ms(5)
+                if self.starved:
+                    continue
+                n = c.readinto(buf)     # None: nothing yet (no exception made each time)
+                if n is None:
+                    continue
+                if not n:
+                    break
+                got += buf[:n]
+                while b"\n" in got:
+                    line, _, got = got.partition(b"\n")
+                    if line.strip():
+                        out = memoryview((json.dumps(self.bench(line)) + "\n").encode())
+                        while out:
+                            try:
+                                n = c.send(out)
+                            except OSError:
+                                n = 0
+                            out = out[n:]
+                            if out:
+                                await asyncio.sleep_ms(5)
+        except Exception as e:  # a dropped client must not stop the server
             try:
-                w.close()
-            except Exception:
+                print("sim: bench:", repr(e))
+            except MemoryError:
                 pass
-
-        async def bench_port():
-            self._srv = await asyncio.start_server(bench, "127.0.0.1", port)
-            await self._srv.wait_closed()
-
-        return [bench_port()]
+        c.close()
 
     def shutdown(self):
         self.relay_set(False)
@@ -503,8 +565,7 @@ class Board:
     def close(self):
         """Sim only: disarm the watchdog thread and stop the bench server (tests)."""
         self.watchdog[2] = 0
-        if self._srv:
-            self._srv.close()
+        self._srv = None        # the server closes its socket
 
     # ---- bench
     def bench(self, line):
@@ -540,6 +601,7 @@ class Board:
                     if (t == "bool" and type(x) is not bool or t == "fault" and x not in FAULTS
                             or t == "int" and type(x) is not int
                             or t == "float" and type(x) not in (int, float)
+                            or t == "req" and type(x) is not dict
                             or lim and not float(lim[0]) <= x <= float(lim[1])):
                         bad = k
                 for k in req:
@@ -568,7 +630,7 @@ class Board:
                     rep["real_ms"] = req["ms"] // self.speed
                     time.sleep_ms(rep["real_ms"])
                 elif cmd == "starve":
-                    asyncio.create_task(self._starve(req["ms"]))
+                    asyncio.create_task(self._starve(req["ms"], req.get("with")))
                 elif cmd == "heap":
                     rep.update(self._heap())
                     if req.get("map"):
@@ -586,7 +648,7 @@ class Board:
                         self.lock_feedback()  # a stuck lock freezes where it is now
                         f.append(name)
                         if self.relay_cmd:
-                            self._pending["fault:" + name] = time.time_ns() // 1000
+                            self._pending["fault:" + name] = self._us()
                         fire = name == "estop" or name == "leakage"
                     elif not req["on"] and name in f:
                         f.remove(name)
@@ -625,15 +687,23 @@ class Board:
         out["largest"] = lo
         return out
 
-    async def _starve(self, ms):
+    async def _starve(self, ms, first=None):
         """Out of memory for ms board ms: every allocation the loop's other tasks make
-        raises MemoryError (the heap locked; this task allocates nothing until the end)."""
+        raises MemoryError (the heap locked; this task allocates nothing until the end).
+        first: a bench request carried out just before, in the same turn of the loop, so
+        that no task sees its change with memory to spare (a fault while starved)."""
         import micropython
+        if first is not None:
+            got = self.bench(first)
+            if not got["ok"]:
+                print("sim: starve with:", got["error"])
+        self.starved = True
         micropython.heap_lock()
         try:
             await asyncio.sleep_ms(max(1, ms // self.speed))
         finally:
             micropython.heap_unlock()
+            self.starved = False
 
     def state(self):
         """Everything the bench may want to see, as one JSON-able dict."""
@@ -655,6 +725,6 @@ class Board:
             "estop": self.estop(), "leakage": self.leakage(), "faults": list(w["faults"]),
             "net_up": self.net, "speed": self.speed, "now_ms": self.now_ms(),
             "ticks_ms": self.ticks_ms(), "trusted": self._trusted, "reset_cause": self.reset,
-            "overdue_ms": None if t is None else (time.time_ns() // 1000 - t) // 1000,
+            "overdue_ms": None if t is None else (self._us() - t) // 1000,
             "violations": vs, "violation_count": self.violation_count, "latencies": ls,
             "under_load": self.under_load}

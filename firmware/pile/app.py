@@ -51,7 +51,10 @@ class App:
                                self.journal, self.tariff)
         self.rejected = 0
         self.failed = 0           # task rounds that raised (out of memory, say)
-        self.seen = []            # (cmd, session_id, result, why) of the last SEEN services
+        self.stepped = board.ticks_ms()     # board ticks of the last whole control step
+        # [cmd, session_id, result, why] of the last SEEN services, a ring filled in place
+        self.seen = [[None, None, 0, None] for _ in range(_SEEN)]
+        self.seen_at = 0
         self.alive = {}           # critical task -> ticks of its last round
         self.hung = None          # bench: the task told to hang (watchdog test)
         for cmd in ("stop", "status", "hang"):
@@ -64,7 +67,9 @@ class App:
     # --- downlink -------------------------------------------------------------------------
     async def on_message(self, topic, payload):
         """Every platform message arrives here, is decoded once (protocol.decode) and
-        answered per service; nothing it contains may raise out."""
+        answered per service; nothing it contains may raise out.  Out of memory before a
+        service acted it raises MemoryError, and the link hands it over again later."""
+        acted = False
         try:
             kind = self.proto.decode(topic, payload)
             if kind[0] == "drop":
@@ -87,9 +92,11 @@ class App:
             log.info("down", "%s #%d" % (cmd, sid))
             for c, s, result, why in self.seen:
                 if c == cmd and s == sid:       # delivered again (QoS 1): answered, not done
+                    acted = True
                     log.warn("down", "%s #%d again: answered again" % (cmd, sid))
                     self._reply(cmd, sid, result, args, why)
                     return
+            acted = True
             if cmd == FEE:
                 why = self.tariff.update(args)
                 result = FAILURE if why else SUCCESS
@@ -101,10 +108,17 @@ class App:
                 result, why = await self.gun.start(*args, late=late)
             else:
                 result, why = self.gun.stop(*args)
-            self.seen = self.seen[-(_SEEN - 1):] + [(cmd, sid, result, why)]
+            slot = self.seen[self.seen_at]      # in place: no allocation after the act
+            slot[0] = cmd
+            slot[1] = sid
+            slot[2] = result
+            slot[3] = why
+            self.seen_at = (self.seen_at + 1) % _SEEN
             self._reply(cmd, sid, result, args, why)
-        except Exception as e:              # MemoryError included: no reply; the
-            self.rejected += 1              # platform's retry is answered then
+        except Exception as e:              # out of memory after it acted: no reply;
+            if not acted and isinstance(e, MemoryError):
+                raise                       # (the link hands it over again)
+            self.rejected += 1              # the platform's retry is answered then
             try:
                 log.error("down", "handler failed on %s: %r" % (topic, e))
             except Exception:
@@ -136,6 +150,7 @@ class App:
         if self.board.stop_button():
             g.local_stop()
         g.step()
+        self.stepped = self.board.ticks_ms()    # the last step that ran whole
         self.reports.status_changed()
 
     async def measure(self):
@@ -167,6 +182,9 @@ class App:
                     self.report()
             except Exception as e:          # MemoryError included
                 self.failed += 1
+                if name == "control" and time.ticks_diff(
+                        self.board.ticks_ms(), self.stepped) >= self.cfg["fail_safe_ms"]:
+                    self.gun.fail_safe()    # allocation-free: works out of memory
                 try:
                     log.error("app", "%s round failed: %r" % (name, e))
                 except Exception:           # (formatting the line needs memory too)

@@ -54,6 +54,8 @@ DEFAULTS = dict(
     stop_wait_ms=3000,    # a normal stop: PWM off, the relay opens when the vehicle leaves
                           # C, at most this long after (IEC 61851-1 EVSE-initiated stop)
     relay_min_open_s=10,  # the contactor closes again only this long after it opened
+    fail_safe_ms=100,     # no control step has run this long (out of memory): relay open,
+                          # PWM off; the session ends with 6006 (pile.gun.fail_safe)
     status_min_ms=1000,   # changes of work_status reported at most this often (coalesced)
     # stopChargeSrv stop_reason -> stop code (ours; 1002 for any other reason)
     stop_codes={"10": 1009, "11": 1012, "12": 1013, "13": 1002, "14": 1002},

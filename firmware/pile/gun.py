@@ -63,6 +63,7 @@ JOURNAL_FULL = const(6002)
 BAD_LIMIT = const(6003)
 TOO_OLD = const(6004)
 NO_STORAGE = const(6005)
+NO_CONTROL = const(6006)    # the control step could not run (out of memory): fail_safe()
 LOCK_MS = const(1500)
 _LOCK_TRIES = const(3)
 _RECENT = const(8)
@@ -91,6 +92,7 @@ class Gun:
         self.opened_t = board.ticks_ms() - cfg["relay_min_open_s"] * 1000
         self.vent = board_cfg.get("ventilation", 0)     # the pile may supply in state D
         self.storage_error = storage_error  # flash not writable: no charging (6005)
+        self.blind = False                  # fail_safe() opened the relay of a session
         self.inp = [None] * pr.INPUTS   # protection's inputs, refilled every step
         board.cp_set(100)
         board.relay_set(False)
@@ -99,6 +101,11 @@ class Gun:
     # --- the control step -----------------------------------------------------------------
     def step(self):
         b, now = self.board, self.board.ticks_ms()
+        if self.blind:                      # fail_safe() acted: the session ends (6006);
+            self.end(NO_CONTROL, NO_CONTROL)  # should this fail too, the next step again
+            self.blind = False
+            log.error("gun", "no control step for %d ms: relay opened, session ended"
+                      % self.cfg["fail_safe_ms"])
         was = self.pilot.state
         if self.duty:                       # at duty 0 the pile itself drives -12 V
             hi, lo = b.cp_read()
@@ -134,6 +141,24 @@ class Gun:
         elif self.state != FINISHED or cp == "A":
             self._to(PLUGGED if cp in "BCD" else IDLE)
         self._apply(now)
+
+    def fail_safe(self):
+        """No step has run for fail_safe_ms (each one failed: out of memory, DESIGN.md
+        "Memory"): the relay opens and the PWM goes off now, and the next step that runs
+        ends the session with 6006 as a fault.  Allocates nothing (small ints, attributes
+        that exist, HAL calls that do not allocate), so it works when nothing else does.
+        Opening under load is what a fault trip does too: without a step no rule guards
+        the charge (the estop and leakage IRQ aside, pile.protection)."""
+        if self.relay:
+            self.board.relay_set(False)
+            self.relay = False
+            self.opened_t = self.board.ticks_ms()
+        if 0 < self.duty < 100:
+            self.board.cp_set(100)
+            self.duty = 100
+            self.settle = 0
+        if self.s is not None:
+            self.blind = True
 
     def _inputs(self, cp, locked, now):
         """Protection's inputs (pile.protection IN_*) from the board and this step."""

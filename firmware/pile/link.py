@@ -62,6 +62,9 @@ class _Pending(Exception):
     """umqtt asked for bytes that have not arrived: the packet it wrote is complete."""
 
 
+_PENDING = _Pending()       # raised as it is: a raise that allocates nothing
+
+
 def _ignore(*args):
     pass
 
@@ -95,9 +98,13 @@ class Link:
         self.last_error = None
         self.unreached = None           # ticks since the stored broker was last reached
         self._writer = None
-        self._wake = asyncio.Event()
+        self._wake = False             # set: something to send or handle, go round now
         self._txbuf = bytearray(_TX)    # small pieces of a packet collect here
         self._txn = 0
+        self._out = False               # part of the packet being encoded left tx
+        self._rpos = 0                  # umqtt's read position in rx (read())
+        self._cutn = 0                  # bytes handled at the head of rx, not yet cut
+        self.subscribed = False         # the broker's session holds our subscriptions
         simple.socket = self      # umqtt's socket module and socket: the methods below
 
     # --- umqtt's socket: writes collect in tx, reads come from whole packets in rx --------
@@ -118,23 +125,30 @@ class Link:
         end = self._txn + len(data)
         if end > _TX:
             self._push()
+            self._out = True            # part of the packet is on its way
             if len(data) > _TX:
-                self._writer.write(data)    # copied by the stream only if not all sent
+                net.write(self._writer, data)   # copied by the stream only if not all sent
                 return
             end = len(data)
         self._txbuf[self._txn:end] = data
         self._txn = end
 
     def _push(self):
-        if self._txn:
-            n, self._txn = self._txn, 0
-            self._writer.write(memoryview(self._txbuf)[:n])
+        """Hand what tx holds to the stream (pile.net.write: out of memory before any
+        of it is sent, MemoryError and tx keeps it)."""
+        n = self._txn
+        if n:
+            net.write(self._writer, memoryview(self._txbuf)[:n])
+            self._txn = 0
 
     def read(self, n):
-        if self.gated or len(self.rx) < n:
-            raise _Pending()
-        out, self.rx = self.rx[:n], self.rx[n:]
-        return out
+        """umqtt's reads, from rx at _rpos: rx is cut only once its packet is handled
+        whole (_dispatch), so a MemoryError half way leaves the packet to be read again."""
+        p = self._rpos
+        if self.gated or len(self.rx) < p + n:
+            raise _PENDING
+        self._rpos = p + n
+        return self.rx[p:p + n]
 
     # --- the outbox -------------------------------------------------------------------------
     def publish(self, topic, payload, qos=1, again=True):
@@ -160,7 +174,7 @@ class Link:
         m[self.used + len(t):self.used + n] = p
         self.used += n
         self.q.append([len(t), len(p), qos, None, again])
-        self._wake.set()
+        self._wake = True
         return True
 
     def _at(self, k):
@@ -221,7 +235,7 @@ class Link:
         self.connected, self.lead = False, 0
         if self._writer:
             w, self._writer = self._writer, None
-            asyncio.create_task(net.close(w))
+            net.close(w)
         for k in range(len(self.q) - 1, -1, -1):
             if not self.q[k][_AGAIN]:
                 self._drop(k)
@@ -266,12 +280,16 @@ class Link:
             if rc:
                 raise OSError("CONNACK %d" % rc)
             self.unreached = None
-            for name in () if self._present else ("topic_services", "topic_acks"):
+            # the broker kept the session: its subscriptions too, if they were all made in
+            # it (a session cut between CONNACK and SUBACK is kept without them)
+            keep, self.subscribed = self._present and self.subscribed, False
+            for name in () if keep else ("topic_services", "topic_acks"):
                 topic = cfg[name].format(pk=cfg["product_type"], dn=cfg["dev_id"], cmd="")
                 self._encode(client.subscribe, topic, 1)
                 await self._flush()
                 if await self._expect(client.pid) == 0x80:
                     raise OSError("subscription to %s refused" % topic)
+            self.subscribed = True
             self.connected = True
             self.connects += 1
             log.info("link", "connected (session %d)" % self.connects)
@@ -290,44 +308,52 @@ class Link:
         while True:
             # cleared before the work, so a publish() made while handling a message
             # wakes the next round at once instead of waiting out the 50 ms
-            self._wake.clear()
-            if self._reader_error:
-                raise OSError(self._reader_error)
-            if not self.board.net_up():
-                raise OSError("network down")
-            while True:                 # send what is not sent yet, one packet at a time
-                n = len(self.q)         # from the announcements on, then the older ones
-                for j in range(n):
-                    k = (self.lead + j) % n
-                    if self.q[k][_PID] is None:
-                        break
-                else:
-                    break
-                e, off = self.q[k], self._at(k)
-                m = memoryview(self.box)
-                if client.pid >= 0xFFFF:
-                    client.pid = 0
-                self._encode(client.publish, m[off:off + e[_TLEN]],
-                             m[off + e[_TLEN]:off + e[_TLEN] + e[_PLEN]], False, e[_QOS])
-                if e[_QOS]:
-                    e[_PID] = client.pid
-                else:
-                    self._drop(k)       # QoS 0: sent is done
-                await self._flush()     # the outbox may change while this waits
-            await self._drain()
-            now = time.ticks_ms()
-            # ping at half the keepalive, busy or not: QoS 0 traffic alone gets no answer,
-            # and a broker that says nothing for a whole keepalive is gone
-            if time.ticks_diff(now, last_ping) > keep_ms // 2:
-                self._encode(client.ping)
-                last_ping = now
-            await self._flush()
-            if time.ticks_diff(now, self._last_rx) > keep_ms:
-                raise OSError("no packet from the broker for %d s" % (keep_ms // 1000))
+            self._wake = False
             try:
-                await asyncio.wait_for_ms(self._wake.wait(), 50)
-            except asyncio.TimeoutError:
-                pass
+                if self._reader_error:
+                    raise OSError(self._reader_error)
+                if not self.board.net_up():
+                    raise OSError("network down")
+                await self._send(client)
+                await self._drain()
+                now = time.ticks_ms()
+                # ping at half the keepalive, busy or not: QoS 0 traffic alone gets no
+                # answer, and a broker that says nothing for a whole keepalive is gone
+                if time.ticks_diff(now, last_ping) > keep_ms // 2:
+                    self._encode(client.ping)
+                    last_ping = now
+                await self._flush()
+                if time.ticks_diff(now, self._last_rx) > keep_ms:
+                    raise OSError("no packet from the broker for %d s" % (keep_ms // 1000))
+            except MemoryError:     # nothing half sent (that is net.BROKEN): the round
+                pass                # goes again once memory is back; the session stays
+            for _ in range(10):     # up to 50 ms; polled: no task, no allocation
+                if self._wake:
+                    break
+                await asyncio.sleep_ms(5)
+
+    async def _send(self, client):
+        """Send what is not sent yet, one packet at a time, from the announcements on,
+        then the older ones; a QoS 0 message is done once sent."""
+        while True:
+            n = len(self.q)
+            for j in range(n):
+                k = (self.lead + j) % n
+                if self.q[k][_PID] is None:
+                    break
+            else:
+                return
+            e, off = self.q[k], self._at(k)
+            m = memoryview(self.box)
+            if client.pid >= 0xFFFF:
+                client.pid = 0
+            self._encode(client.publish, m[off:off + e[_TLEN]],
+                         m[off + e[_TLEN]:off + e[_TLEN] + e[_PLEN]], False, e[_QOS])
+            if e[_QOS]:
+                e[_PID] = client.pid
+            else:
+                self._drop(k)
+            await self._flush()     # the outbox may change while this waits
 
     async def _drain(self):
         """Hand received messages to on_message, two at a time and only while the outbox
@@ -336,29 +362,38 @@ class Link:
         if self.used > _BOX - 1024:
             return      # their answers would not fit: wait for PUBACKs to make room
         for _ in range(min(2, len(self.inbox))):
-            try:
-                await self.on_message(*self.inbox.pop(0))
+            try:        # out of memory before it acted, on_message raises: the message
+                await self.on_message(*self.inbox[0])    # stays first, handled later
+            except MemoryError:
+                return
             except Exception as e:
                 log.error("link", "on_message failed: %r" % e)
+            self.inbox.pop(0)
         if self.rx:
             self._dispatch()
 
     def _encode(self, fn, *args):
-        """Let umqtt write a packet into tx; it stops (_Pending) where it would wait."""
-        self.gated = True
+        """Let umqtt write a packet into tx; it stops (_Pending) where it would wait.
+        Out of memory before any of the packet left tx: MemoryError, tx as it was (the
+        caller tries again later); after: net.BROKEN (the session cannot go on)."""
+        n0, self._out, self.gated = self._txn, False, True
         try:
             fn(*args)
         except _Pending:
             pass
-        self.gated = False
+        except MemoryError:
+            if self._out:
+                raise net.BROKEN
+            self._txn = n0
+            raise
+        finally:
+            self.gated = False
 
     async def _flush(self, wait_ms=_WRITE_WAIT_MS):
         if self._txn or self._writer.out_buf:
             try:
                 self._push()
-                await asyncio.wait_for_ms(self._writer.drain(), wait_ms)
-            except asyncio.TimeoutError:
-                raise OSError("peer stopped reading")
+                await net.drain(self._writer, wait_ms)
             except ValueError as e:     # TLS: the handshake refused the broker's certificate
                 from pile import tls
                 raise tls.refused(e)
@@ -392,17 +427,37 @@ class Link:
                     continue
                 if not n:
                     raise OSError("connection closed by the broker")
-                self.rx += view[:n]
+                while True:
+                    try:
+                        self.rx += view[:n]
+                        break
+                    except MemoryError:     # the bytes wait in buf: nothing is lost
+                        await asyncio.sleep_ms(20)
                 self._last_rx = time.ticks_ms()
-                self._dispatch()
-                self._wake.set()
+                try:
+                    self._dispatch()
+                except MemoryError:         # what is not handled stays in rx: _drain
+                    pass                    # dispatches again
+                self._wake = True
         except Exception as e:
             try:
                 self._reader_error = str(e) or repr(e)
             except Exception:
                 self._reader_error = "out of memory"
 
+    def _cut(self, n):
+        """Cut the n bytes handled off the head of rx; out of memory, the cut waits in
+        _cutn for the next _dispatch (nothing reads rx before it)."""
+        self._cutn = n
+        self.rx = self.rx[n:]
+        self._cutn = 0
+
     def _dispatch(self):
+        """Handle the whole packets at the head of rx.  Each is handled, then cut: a
+        MemoryError half way leaves it whole in rx, handled again by the next call
+        (a PUBLISH again delivered, as QoS 1 allows; an acknowledgement again, harmless)."""
+        if self._cutn:
+            self._cut(self._cutn)
         while self.rx:
             rx = self.rx
             if self._skip:
@@ -435,16 +490,18 @@ class Link:
                 self._skim(size)            # _drain calls again once the inbox empties
                 return
             if kind in (0x30, 0xD0):
+                self._rpos = 0
                 self._client.wait_msg()     # whole packet buffered: cannot block
+                self._cut(self._rpos)
                 continue
-            packet, self.rx = rx[:size], rx[size:]
             if kind == 0x20:                # CONNACK; the broker kept our session:
-                self._acks["connack"] = packet[3]   # subscriptions and all (no SUBSCRIBE:
-                self._present = packet[2] & 1       # its backlog comes before any SUBACK)
+                self._acks["connack"] = rx[3]       # subscriptions and all (no SUBSCRIBE:
+                self._present = rx[2] & 1           # its backlog comes before any SUBACK)
             elif kind == 0x90:              # SUBACK
-                self._acks[packet[2] << 8 | packet[3]] = packet[4]
+                self._acks[rx[2] << 8 | rx[3]] = rx[4]
             elif kind == 0x40:              # PUBACK: the message is delivered
-                self._puback(packet[2] << 8 | packet[3])
+                self._puback(rx[2] << 8 | rx[3])
+            self._cut(size)
 
     def _puback(self, pid):
         for k in range(len(self.q)):

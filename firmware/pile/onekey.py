@@ -11,6 +11,8 @@ import random
 from binascii import hexlify
 from hashlib import md5
 
+from micropython import const
+
 from pile import log, net, store
 from pile.provision import FILE
 
@@ -44,7 +46,14 @@ def request_url(cfg):
     return cfg["provision_url"] + "?" + query
 
 
-async def http_get(url, timeout_ms, ca=None, limit=2048):
+_LIMIT = const(2048)
+# the answer's buffer, made with the module: main.py imports this module first, so the
+# buffer lies with its code at the bottom of the heap and goes with it (pile.provision),
+# not in whatever hole a fragmented heap has left by the time provisioning runs
+_BUF = bytearray(_LIMIT + 1)
+
+
+async def http_get(url, timeout_ms, ca=None, limit=_LIMIT):
     """GET url (https: over TLS checked with the CA file ca, net.ca_file); return (status,
     head bytes, body bytes), the answer read into one buffer of `limit` bytes (allocated
     once per request).  Raises NetError on any failure."""
@@ -52,31 +61,29 @@ async def http_get(url, timeout_ms, ca=None, limit=2048):
     if scheme == "https" and not ca:
         raise net.NetError("https:// refused: no CA (config key ca_file)")
     reader, writer = await net.connect(host, port, timeout_ms, ca if scheme == "https" else None)
-    buf = bytearray(limit + 1)
+    buf = _BUF if limit == _LIMIT else bytearray(limit + 1)
     n = 0
     try:
         req = "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path or "/", host)
         writer.write(req.encode())          # https: the handshake runs first
-        await asyncio.wait_for_ms(writer.drain(), timeout_ms)
+        await net.drain(writer, timeout_ms)
         view = memoryview(buf)
         while n <= limit:
-            got = await asyncio.wait_for_ms(reader.readinto(view[n:]), timeout_ms)
-            if got is None:                 # TLS: part of a record, nothing to read yet
-                continue
+            got = await net.recv(reader, view[n:], timeout_ms)
+            if got is None:
+                raise net.NetError("HTTP timeout from %s:%d" % (host, port))
             if not got:
                 break
             n += got
             if whole(buf, n):       # TLS: the end is not always seen (below)
                 break
-    except asyncio.TimeoutError:
-        raise net.NetError("HTTP timeout from %s:%d" % (host, port))
     except ValueError as e:                 # TLS: the server's certificate refused
         from pile import tls
         raise tls.refused(e)
     except OSError as e:
         raise net.NetError("HTTP error from %s:%d: %s" % (host, port, e))
     finally:
-        await net.close(writer)
+        net.close(writer)
     if n > limit:
         raise net.NetError("HTTP answer over %d bytes" % limit)
     head, _, body = bytes(buf[:n]).partition(b"\r\n\r\n")
