@@ -3,7 +3,7 @@ pile.diag helper answers there (docs/field-guide.md).
 
 The firmware runs as on the board: compiled to .mpy and started by ``micropython -i main.py``
 (``-i``: the REPL opens when main.py ends, as on the board).  The heap is the unix port's
-default: whether the firmware fits the ESP32's 110 KB is test_memory's question; what diag
+default: whether the firmware fits an ESP32's heap is test_memory's question; what diag
 adds at the REPL is printed (OUT mem) and checked against the heap the process has.
 SIGINT is the Ctrl-C; the test then types at the REPL through stdin.  Lines the test wants
 back are printed as ``OUT <tag> <json>``.
