@@ -20,13 +20,18 @@ Time
 Control pilot
     cp_set(duty)             duty in percent, int: 100 = steady +12 V (no PWM, idle),
                              0 = steady -12 V (state F, unavailable), 1..99 = 1 kHz PWM.
+                             Allocates nothing: the fail-safe calls it out of memory.
     cp_read() -> (hi, lo)    the CP plateau voltages in millivolts (signed ints): hi is
                              the high level (12000 A, 9000 B, 6000 C, 3000 D, 0 E, -12000
                              F); lo is the low level while PWM runs (-12000 when the
-                             vehicle diode is present), equal to hi without PWM.
+                             vehicle diode is present), equal to hi without PWM.  A
+                             reading at the ADC's rail is passed on as it is (the
+                             application judges it implausible: fault 3012).
 
 Contactor (relay) and connector lock
-    relay_set(closed)        drive the contactor coil.  Safe to call from an IRQ.
+    relay_set(closed)        drive the contactor coil.  Safe to call from an IRQ;
+                             allocates nothing (pile.gun.fail_safe calls it when the heap
+                             is exhausted): the output moves even when nothing else can.
     relay_feedback() -> bool auxiliary contact: True when the contacts are closed.
     lock_set(locked)         drive the connector lock motor/solenoid.
     lock_feedback() -> bool  True when the lock reports locked.

@@ -181,15 +181,21 @@ class App:
                 else:
                     self.report()
             except Exception as e:          # MemoryError included
-                self.failed += 1
-                if name == "control" and time.ticks_diff(
-                        self.board.ticks_ms(), self.stepped) >= self.cfg["fail_safe_ms"]:
-                    self.gun.fail_safe()    # allocation-free: works out of memory
-                try:
-                    log.error("app", "%s round failed: %r" % (name, e))
-                except Exception:           # (formatting the line needs memory too)
-                    pass
+                self.round_failed(name, e)
             await asyncio.sleep_ms(period_ms)
+
+    def round_failed(self, name, e):
+        """A round of task `name` raised e (out of memory, say): counted, logged if it
+        can be; when the control step has not run whole for fail_safe_ms, the gun's
+        fail-safe.  Allocates nothing until the log line."""
+        self.failed += 1
+        if name == "control" and time.ticks_diff(
+                self.board.ticks_ms(), self.stepped) >= self.cfg["fail_safe_ms"]:
+            self.gun.fail_safe()
+        try:
+            log.error("app", "%s round failed: %r" % (name, e))
+        except Exception:           # (formatting the line needs memory too)
+            pass
 
     async def watchdog(self):
         """Feed the watchdog only while every critical task keeps going round.

@@ -78,6 +78,7 @@ class Pile:
         from pile.app import App
         log.echo = False
         self.dir = dir or fresh_dir()
+        self.tolerant = False   # a failing control round goes to app.round_failed (as in its task)
         self.board = sim.Board(board or BOARD, {"storage": self.dir, "manual": True,
                                                 "trusted": trusted,
                                                 "epoch_ms": over.pop("epoch_ms", None)})
@@ -111,11 +112,19 @@ class Pile:
         for _ in range(max(1, ms // 10)):
             self.board.advance(10)
             self.t += 10
-            self.app.control()
+            self._round("control", self.app.control)
             if self.t % 50 == 0:
-                run(self.app.measure())
+                self._round("measure", lambda: run(self.app.measure()))
             if self.t % 100 == 0:
-                self.app.report()
+                self._round("report", self.app.report)
+
+    def _round(self, name, fn):
+        try:
+            fn()
+        except Exception as e:      # tolerant: as the app's tasks do (round_failed)
+            if not self.tolerant:
+                raise
+            self.app.round_failed(name, e)
 
     def until(self, pred, ms=10000, what="condition"):
         """Step until pred() holds; fail after ms of board time."""

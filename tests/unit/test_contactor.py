@@ -190,3 +190,42 @@ def test_current_beyond_what_the_channel_reads_trips_over_current_at_once():
         assert p.prot.codes() == [4002]
     finally:
         close(p)
+
+
+def test_the_fail_safe_opens_the_relay_with_no_memory_and_the_next_step_ends_it():
+    import micropython
+    p = pile()
+    try:
+        charging(p)
+        g = p.app.gun
+        micropython.heap_lock()         # nothing can be allocated: as on a spent heap
+        try:
+            g.fail_safe()
+        finally:
+            micropython.heap_unlock()
+        assert not p.board.relay_cmd and not p.board.contacts and p.board.duty == 100
+        p.step(100)
+        assert reasons(p) == [6006] and g.s is None
+        p.step(30000)                   # (the order is resent: no acks here)
+        assert not p.board.contacts and set(reasons(p)) == {6006}
+    finally:
+        close(p)
+
+
+def test_failed_control_rounds_trip_the_fail_safe_after_fail_safe_ms():
+    p = pile(fail_safe_ms=100)
+    try:
+        charging(p)
+        app = p.app
+        p.tolerant = True
+        step = app.gun.step
+        app.gun.step = lambda: 1 // 0           # every step fails from now on
+        t0 = p.t
+        p.until(lambda: not p.board.relay_cmd, ms=1000, what="fail-safe")
+        assert 100 <= p.t - t0 <= 130, p.t - t0
+        assert app.failed > 0
+        app.gun.step = step
+        p.step(100)
+        assert reasons(p) == [6006]
+    finally:
+        close(p)
