@@ -31,8 +31,12 @@ def request(argv):
 
 
 def send(port, req, host="127.0.0.1", timeout=5):
+    """One bench request (a dict, or a line of text as it is) to host:port; the reply."""
+    line = req if isinstance(req, (str, bytes)) else json.dumps(req)
+    if isinstance(line, str):
+        line = line.encode()
     with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(json.dumps(req).encode() + b"\n")
+        s.sendall(line.rstrip(b"\n") + b"\n")
         data = b""
         while not data.endswith(b"\n"):
             chunk = s.recv(65536)

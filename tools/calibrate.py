@@ -22,10 +22,12 @@ with no vehicle, and after board.cp_set(0)) against the true levels, --cp-ref-a/
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from fractions import Fraction
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/ first: its bench.py,
+import bench  # noqa: E402                                     # not the bench/ folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "firmware"))
@@ -58,15 +60,7 @@ def write_atomic(path, text):
 
 def bench_status(addr, timeout=5):
     host, _, port = addr.rpartition(":")
-    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout) as s:
-        s.sendall(b'{"cmd":"status"}\n')
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    reply = json.loads(data)
+    reply = bench.send(int(port), {"cmd": "status"}, host or "127.0.0.1", timeout)
     if not reply.get("ok"):
         raise RuntimeError("bench: %s" % reply.get("error"))
     return reply["status"]

@@ -10,7 +10,11 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/ first: its bench.py,
+import bench  # noqa: E402                                     # not the bench/ folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
@@ -114,19 +118,8 @@ class PileProcess:
         raise RuntimeError("bench port never answered:\n" + self.output()[-3000:])
 
     def bench(self, request, timeout=5):
-        """Send one bench request; return the reply dict."""
-        line = request if isinstance(request, (str, bytes)) else json.dumps(request)
-        if isinstance(line, str):
-            line = line.encode()
-        with socket.create_connection(("127.0.0.1", self.bench_port), timeout=timeout) as s:
-            s.sendall(line.rstrip(b"\n") + b"\n")
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        return json.loads(data)
+        """Send one bench request (a dict, or a line as it is); return the reply dict."""
+        return bench.send(self.bench_port, request, timeout=timeout)
 
     def state(self):
         return self.bench({"cmd": "state"})["state"]
