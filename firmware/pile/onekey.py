@@ -13,8 +13,7 @@ from hashlib import md5
 
 from micropython import const
 
-from pile import log, net, store
-from pile.provision import FILE
+from pile import log, net
 
 SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
 
@@ -174,8 +173,9 @@ def creds(params):
 
 
 async def provision(prov):
-    """Request credentials until it works, store and return them.  Every failure is
-    logged, kept in prov.last_error and retried with back-off and jitter."""
+    """Request credentials until it works; store them (prov.save) and return them.
+    Every failure is logged, kept in prov.last_error and retried with back-off and
+    jitter."""
     cfg = prov.cfg
     delay = cfg["backoff_min_ms"]
     while True:
@@ -191,7 +191,7 @@ async def provision(prov):
                 prov.board.set_time_ms(ms)
                 log.warn("prov", "clock set from the provisioning answer's Date")
             got = parse(status, body)
-            store.save(FILE, got)
+            prov.save(got)
             prov.last_error = None
             log.info("prov", "provisioned: account %s at %s"
                      % (got["mqtt_account"], got["mqtt_server_addr"]))

@@ -53,6 +53,10 @@ class Provisioner:
                 _unload()
         return self.stored
 
+    def save(self, creds):
+        """Keep credentials that onekey checked (creds.json)."""
+        store.save(FILE, creds)
+
     def forget(self, why):
         log.warn("prov", "dropping stored credentials: %s" % why)
         self.stored = None
