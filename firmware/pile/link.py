@@ -58,11 +58,11 @@ _PID = const(3)
 _AGAIN = const(4)
 
 
-class _Pending(Exception):
-    """umqtt asked for bytes that have not arrived: the packet it wrote is complete."""
-
-
-_PENDING = _Pending()       # raised as it is: a raise that allocates nothing
+# umqtt asked for bytes that have not arrived (read()): the packet it wrote is complete.
+# One instance, raised again and again without allocating; a built-in type, because only
+# a built-in exception's traceback is cleared by "__traceback__ = None" (an instance of
+# our own subclass would keep every raise's traceback: a leak)
+_PENDING = EOFError("pending")
 
 
 def _ignore(*args):
@@ -146,6 +146,7 @@ class Link:
         whole (_dispatch), so a MemoryError half way leaves the packet to be read again."""
         p = self._rpos
         if self.gated or len(self.rx) < p + n:
+            _PENDING.__traceback__ = None
             raise _PENDING
         self._rpos = p + n
         return self.rx[p:p + n]
@@ -373,13 +374,13 @@ class Link:
             self._dispatch()
 
     def _encode(self, fn, *args):
-        """Let umqtt write a packet into tx; it stops (_Pending) where it would wait.
+        """Let umqtt write a packet into tx; it stops (_PENDING) where it would wait.
         Out of memory before any of the packet left tx: MemoryError, tx as it was (the
         caller tries again later); after: net.BROKEN (the session cannot go on)."""
         n0, self._out, self.gated = self._txn, False, True
         try:
             fn(*args)
-        except _Pending:
+        except EOFError:            # _PENDING
             pass
         except MemoryError:
             if self._out:

@@ -14,7 +14,7 @@ NOW = 1652457439373             # the Protocol's wall clock in these tests (Unix
 SVC = "/sys/HCI-EVA7/%s/thing/service/" % DEV
 EVT = "/sys/HCI-EVA7/%s/thing/event/" % DEV
 BUF = 1024                      # pile.protocol's message buffer (_BUF)
-DEPTH = 16                      # the deepest nesting a downlink may have (_DEPTH)
+DEPTH = 16                      # the deepest nesting a downlink may have (strictjson.DEPTH)
 START, STOP, FEE = "startChargeSrv", "stopChargeSrv", "feeModelUpdateSrv"
 
 # --- the seed's example messages, verbatim (jsiot-seed.md) ----------------------------------
