@@ -4,15 +4,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LIB := lib/umqtt/simple.py
+PEERS := bench/peers/PINNED
 PORT ?= /dev/ttyUSB0
 BOARD ?= pile7kw
 MPREMOTE ?= $(VENV)/bin/mpremote
 export MPREMOTE
 
-.PHONY: help setup run test bench deploy repl clean
+.PHONY: help setup run test test-long bench deploy repl clean
 
 help:            ## list the verbs
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
 setup: $(STAMP) $(LIB) mosquitto  ## install everything the verbs need (venv, lib/, mosquitto)
 
@@ -24,6 +25,9 @@ $(STAMP): requirements.txt
 $(LIB): tools/fetch_lib.py $(STAMP)
 	$(PY) tools/fetch_lib.py lib
 
+$(PEERS): tools/fetch_peers.py $(STAMP)
+	$(PY) tools/fetch_peers.py bench/peers
+
 mosquitto:
 	@command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto || tools/install_mosquitto.sh
 
@@ -33,8 +37,15 @@ run: setup       ## demo: broker, platform simulator and the firmware on the uni
 test: setup      ## all tests: MicroPython unit tests, host tests, system tests
 	$(PY) -m pytest -q
 
-bench: setup     ## benchmarks under bench/ (print figures)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+FIGURES := build/reliability/figures.json
+test-long: setup ## fault injection, under an hour: outages, power cuts, damaged files, provisioning, a day's soak, fuzzing; prints the figures (RELIABILITY.md)
+	@mkdir -p $(dir $(FIGURES)) && rm -f $(FIGURES)
+	PILE_LONG=1 RELIABILITY_FIGURES=$(FIGURES) $(PY) -m pytest -q --durations=0 \
+		tests/long tests/system/test_fuzz.py tests/system/test_secrets.py; \
+		status=$$?; $(PY) tests/long/report.py $(FIGURES); exit $$status
+
+bench: setup $(PEERS)  ## every bench under bench/, one table vs. peers and limits (full run ~15 min: BENCHMARKS.md; BENCH_QUICK=1: a quick check)
+	$(PY) bench/table.py $(if $(BENCH_QUICK),--quick,--write BENCHMARKS.md)
 
 deploy: setup    ## put the firmware on a board: make deploy PORT=/dev/ttyUSB0 BOARD=name [CONFIG=file] [FULL=1]
 	$(PY) tools/deploy.py --port $(PORT) --board $(BOARD) $(if $(CONFIG),--config $(CONFIG)) $(if $(FULL),--full)
@@ -42,5 +53,5 @@ deploy: setup    ## put the firmware on a board: make deploy PORT=/dev/ttyUSB0 B
 repl: setup      ## open the board's serial REPL: make repl PORT=/dev/ttyUSB0
 	$(MPREMOTE) connect $(PORT) repl
 
-clean:           ## remove the venv, lib/ and build output
-	rm -rf $(VENV) lib build run
+clean:           ## remove the venv, lib/, bench/peers/ and build output
+	rm -rf $(VENV) lib build run bench/peers

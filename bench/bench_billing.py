@@ -1,134 +1,84 @@
-"""Billing figures in the MicroPython unix port: the meter kernel, plain against optimized,
-side by side, and what pricing a session costs.
+"""Billing: how many sessions the firmware prices per second in the MicroPython unix port,
+and whether every one of them agrees with the independent reference.
 
-Run with CPython:  python3 bench/bench_billing.py [--reps N] [--heap BYTES]
-Prints figures only (no pass/fail):
-  - meter kernel per sample: kernel_ref (plain Python) and kernel (viper), on the same
-    128-sample bursts of the simulated board (hal.sim, the true ADC scale), their ratio,
-    and a whole Meter.measure per burst;
-  - pricing per energy increment: Charger.add_energy (local minute, band lookup in a
-    14-segment model, integer add), what the measure task pays every 50 ms;
-  - pricing at the end: Charger.order (fees.bill and the orderUpdateEvt body), once per
-    session, and the acGunRunIty money (fees.bill);
-  - a whole 8 h session at 7.4 kW measured every 50 ms (576 000 increments), priced:
-    the CPU time spread over the session, and what it would take in one go;
-  - the flash side: a session checkpoint, a journal write (twice: both generations).
-Figures are for the host CPU; an ESP32 is 20-50x slower; the ratios carry over.  The heap
-is 160 KB: the 110 KB of the board does not hold the simulated board and the whole
-session module next to each other (a bigger heap makes small allocations look slower,
-see bench_meter.py).
-bench/bench_meter.py has the kernel for longer bursts and feemodel.parse.
+Run with CPython:  python3 bench/bench_billing.py [--sessions N] [--json FILE]
+The sessions, the firmware-side runner and the reference are tests/host/test_pricing.py's
+(imported, not copied): N generated sessions (fee models of 1..14 segments, time zones,
+band boundaries, local midnight, empty sessions), priced by one MicroPython process the
+way a real message goes (protocol.decode of the feeModelUpdateSrv text, tariff.vet,
+Session.add for every energy increment, Session.record, protocol.order and
+protocol.status), and every order compared field by field with the reference's plain
+CPython integer arithmetic.  Sessions per second: the runner's wall time less that of
+the same runner over no session (start-up, imports), over N; it includes reading each
+session's JSON line and writing its order's.  Prints figures only.
 """
 import argparse
+import json
+import os
+import random
+import subprocess
 import sys
+import tempfile
+import time
 
-import mprun
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
 
+import test_pricing as tp  # noqa: E402
 
-CODE = r"""
-import gc, json, os, time
-from hal import sim
-from pile import feemodel, fees, log, meter, store
-from pile import session as S
-from pile.orders import Journal
-log.echo = False
-REPS = {REPS}
-
-def per_call(fn, reps):
-    fn()
-    gc.collect()
-    t0 = time.ticks_us()
-    for _ in range(reps):
-        fn()
-    return time.ticks_diff(time.ticks_us(), t0) / reps
-
-board_cfg = json.load(open("boards/sim/board.json"))
-try:
-    os.mkdir("/tmp/bench_billing")
-except OSError:
-    pass
-b = sim.Board(board_cfg, {"storage": "/tmp/bench_billing", "speed": 1000})
-b.bench({"cmd": "plug"})
-b.bench({"cmd": "car", "greedy": True, "demand_a": 32})
-b.bench({"cmd": "mains", "v": 230, "pf": 0.9})
-b.cp_set(53)
-b.lock_set(True)
-while not b.lock_feedback():
-    time.sleep_ms(1)
-b.relay_set(True)
-v, i, _ = b.adc_burst()
-n = len(v)
-cal = board_cfg["cal"]
-assert meter.kernel(v, i, 2048, 2048) == meter.kernel_ref(v, i, 2048, 2048)
-ref = per_call(lambda: meter.kernel_ref(v, i, 2048, 2048), REPS // 10) / n
-fast = per_call(lambda: meter.kernel(v, i, 2048, 2048), REPS) / n
-print("meter kernel, %d-sample burst of the sim board at 32 A pf 0.9:" % n)
-print("  plain kernel_ref  %8.4f us/sample" % ref)
-print("  viper kernel      %8.4f us/sample   (%.1fx faster)" % (fast, ref / fast))
-m = meter.Meter(cal)
-print("  Meter.measure     %8.1f us/burst    -> %s (mV, mA, mW)"
-      % (per_call(lambda: m.measure(v, i), REPS), m.measure(v, i)))
-
-model, _ = feemodel.parse({"ele_model_id": "m14", "time_num": 14,
-    "time_seg": ["0000", "0200", "0400", "0600", "0800", "1000", "1200", "1400",
-                 "1600", "1800", "2000", "2200", "2300", "2359"],
-    "seg_flag": [13, 13, 12, 11, 10, 11, 12, 11, 10, 10, 11, 12, 13, 13],
-    "charge_fee": [15000, 12000, 8000, 4000], "serviceFee": [8000, 8000, 8000, 8000]})
-
-class Clock:
-    t = 1700000000000
-    def now_ms(self): return self.t
-    def ticks_ms(self): return 0
-    def cp_set(self, d): pass
-    def relay_set(self, c): pass
-
-clk = Clock()
-ch = S.Charger(clk, {"tz_min": 480}, board_cfg, None, None, None, None)
-ch.state = 13                 # work_status: charging
-ch.s = s = {"trade": "B1", "mode": 10, "limit": 0, "model": model, "e": [0, 0, 0, 0],
-            "chg_ms": 0, "start_ms": clk.t, "sum_start": 123456789, "saved": 0,
-            "saved_e": 0}
-save = store.save
-store.save = lambda name, obj: True          # the flash is timed on its own below
-
-def step():
-    clk.t += 50
-    ch.add_energy(102)                       # 7.4 kW for 50 ms: 102 mWh
-per_inc = per_call(step, REPS)
-s["e"] = [12345678, 23456789, 3456789, 45678901]
-s["end_ms"] = clk.t
-per_order = per_call(lambda: ch.order(s, 1001), REPS // 10)
-per_bill = per_call(lambda: fees.bill(s["e"], model), REPS // 10)
-incs = 8 * 3600 * 20
-print("pricing (14-segment model):")
-print("  per energy increment (add_energy)  %6.1f us" % per_inc)
-print("  order at the end (bill + body)     %6.1f us" % per_order)
-print("  acGunRunIty money (fees.bill)      %6.1f us" % per_bill)
-print("  8 h at 7.4 kW, every 50 ms: %d increments = %.2f s of CPU spread over the"
-      " session (%.4f %% of it), then %.0f us to price the order"
-      % (incs, incs * per_inc / 1e6, per_inc / 500, per_order))
-
-store.save = save
-store.root = "/tmp/bench_billing"
-s["e"] = [20000, 0, 0, 0]
-ckpt = per_call(ch.checkpoint, 200)
-j = Journal(lambda cmd, body, again=True: 1, {"ack_wait_s": 10, "ack_backoff_max_s": 300},
-            time.ticks_ms)
-order = ch.order(s, 1001)
-jw = per_call(lambda: j.add(order), 100)
-print("flash (host file system):")
-print("  session checkpoint (session.json)  %6.0f us" % ckpt)
-print("  journal add (orders.json, twice)   %6.0f us" % jw)
-"""
+SEED = 20240611
 
 
-def main():
+def price(src, dst):
+    """Seconds the firmware runner takes over the sessions in src (orders to dst)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([tp.MICROPYTHON, "-c", tp.RUNNER, src, dst], cwd=ROOT,
+                         env=dict(os.environ, MICROPYPATH=tp.MPYPATH), capture_output=True,
+                         text=True, timeout=900)
+    dt = time.perf_counter() - t0
+    if res.returncode:
+        sys.exit("bench_billing: the firmware runner failed:\n" + res.stdout + res.stderr)
+    return dt
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=20000, help="iterations of the fast paths")
-    ap.add_argument("--heap", type=int, default=160000,
-                    help="micropython -X heapsize (0: the unix port's default)")
-    a = ap.parse_args()
-    return mprun.run(CODE, a.heap, a.reps)
+    ap.add_argument("--sessions", type=int, default=10000)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    rnd = random.Random(SEED)
+    sessions = [tp.session(rnd, k) for k in range(args.sessions)]
+    with tempfile.TemporaryDirectory(prefix="bench_billing-") as tmp:
+        src, dst, none = (os.path.join(tmp, n) for n in ("in.jsonl", "out.jsonl", "none.jsonl"))
+        with open(src, "w") as f:
+            f.writelines(json.dumps(x) + "\n" for x in sessions)
+        open(none, "w").close()
+        base = min(price(none, dst) for _ in range(3))
+        dt = price(src, dst)
+        with open(dst) as f:
+            got = [json.loads(line) for line in f]
+    t0 = time.perf_counter()
+    wants = [tp.ref_order(x) for x in sessions]
+    ref_dt = time.perf_counter() - t0
+    differ = [x["trade"] for x, fw, want in zip(sessions, got, wants) if fw != want]
+    missing = len(sessions) - len(got)
+    incs = sum(len(x["incs"]) for x in sessions)
+    per_s = len(sessions) / max(dt - base, 1e-9)
+    print("bench_billing: %d generated sessions (seed %d), %d energy increments"
+          % (len(sessions), SEED, incs))
+    print("  firmware (MicroPython unix port): %.2f s, of which %.2f s start-up -> %.0f "
+          "sessions/s (%.1f us per increment on average)"
+          % (dt, base, per_s, (dt - base) / max(incs, 1) * 1e6))
+    print("  the reference (CPython, datetime): %.2f s -> %.0f sessions/s"
+          % (ref_dt, len(sessions) / ref_dt))
+    print("  disagreements with the reference: %d%s" % (
+        len(differ) + missing, (" (first: %s)" % ", ".join(differ[:5])) if differ else ""))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"sessions": len(sessions), "increments": incs, "seconds": dt,
+                       "startup_s": base, "per_s": per_s, "disagreements": len(differ) + missing,
+                       "ref_per_s": len(sessions) / ref_dt}, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ async def measure(ca, k=4):
         gc.enable()
     held = live() - a0
     for w in ws:
-        await net.close(w)
+        net.close(w)
     ws = w = None
     await asyncio.sleep_ms(20)
     return runs, held // k

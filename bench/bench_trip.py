@@ -1,8 +1,11 @@
 """Time from a fault's injection to the relay opening, on the firmware in the unix port.
 
 Run from anywhere with CPython:  python3 bench/bench_trip.py [--n N] [--heap BYTES]
+                                 [--speed X] [--json FILE]
 (--heap runs the firmware compiled to x64 .mpy, as on the board, in that heap: 110000 is
-the ESP32's; the source files alone do not compile in it).
+the ESP32's; the source files alone do not compile in it).  Board speed 1 by default (the
+firmware's board-time holds and debounces in real time, as on a pile), relay_min_open_s 0
+(the contactor may close again at once: the next injection need not wait 10 s).
 Starts a private mosquitto, the platform simulator, a netem proxy between them and the pile,
 and one pile on the simulated board.  For each kind of trip and each network condition
 (healthy; broker blackholed between the start of the session and the injection) it runs N
@@ -15,9 +18,13 @@ not part of it.
 Kinds: estop and leakage (the HAL alarm: an IRQ on the board, immediate), hard over-current
 (a vehicle drawing 60 A whatever the PWM says: seen on the next 50 ms ADC burst and trips
 at once), CP short (control tick, the pilot's debounce and the 50 ms hold).  The target
-for the immediate trips is a p99 under 20 ms.  Prints figures only; no pass/fail.
+for the immediate trips is a p99 under 20 ms, for over-current (bounded by the measurement
+period) 100 ms (IEC 61851).  A start the pile refuses (a protection code still latched
+just after the previous fault cleared) is asked again after 0.5 s; the refusals are
+counted.  Prints figures only; no pass/fail.
 """
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -35,7 +42,7 @@ from pile_proc import PileProcess, wait_until  # noqa: E402
 from platform_sim import PlatformSim  # noqa: E402
 
 DEV = "HCS220922001000"
-SPEED = 10
+REFUSED = []        # (kind, start_result, fault code) of each start refused and asked again
 # kind: (inject, remove, needs an unplug to clear)
 KINDS = {
     "estop": ({"cmd": "fault", "name": "estop", "on": True},
@@ -69,9 +76,14 @@ def one(pile, sim, proxy, kind, trade, blackhole):
     inject, remove, unplug = KINDS[kind]
     pile.bench({"cmd": "plug"})
     wait_until(lambda: pile.status()["cp"] in "BC", what="plugged")      # as the pile sees it
-    mark = sim.mark()
-    sim.start_charge(DEV, trade)
-    sim.wait_for(DEV, "startChaResEvt", since=mark, timeout=10)
+    for attempt in range(5):
+        mark = sim.mark()
+        sim.start_charge(DEV, trade + "-%d" % attempt)
+        res = sim.wait_for(DEV, "startChaResEvt", since=mark, timeout=10)["msg"]["body"]
+        if res["start_result"] == 10:
+            break
+        REFUSED.append((kind, res["start_result"], res.get("fault_code")))
+        time.sleep(0.5)
     wait_until(lambda: pile.state()["relay_closed"], what="relay closed")
     time.sleep(0.05)
     if blackhole:
@@ -104,6 +116,8 @@ def main():
     ap.add_argument("--heap", type=int, default=0,
                     help="micropython -X heapsize (0: the unix port's default)")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset")
+    ap.add_argument("--speed", type=int, default=1, help="board ms per real ms (default 1)")
+    ap.add_argument("--json", help="also write the figures (ms) to this file")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench_trip_")
     broker = Broker(os.path.join(work, "broker"))
@@ -117,8 +131,9 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_mpy.py"), "--arch",
                         "x64", "--out", out], check=True, capture_output=True)
         mpypath = ".frozen:" + out
-    pile = PileProcess(os.path.join(work, "pile"), sim.provision_url, cpu_id=DEV, speed=SPEED,
-                       heap=a.heap or None, mpypath=mpypath, keepalive_s=60)
+    pile = PileProcess(os.path.join(work, "pile"), sim.provision_url, cpu_id=DEV, speed=a.speed,
+                       heap=a.heap or None, mpypath=mpypath, keepalive_s=60,
+                       relay_min_open_s=0)
     rows = []
     try:
         pile.start()
@@ -136,7 +151,9 @@ def main():
                     lat = one(pile, sim, proxy, kind, "B%05d" % k, net == "blackholed")
                     if lat is not None:
                         lats.append(lat / 1000)
-                rows.append((kind, net, lats))
+                rows.append({"kind": kind, "net": net, "n": len(lats),
+                             "median": statistics.median(lats), "p99": pct(lats, 99),
+                             "max": max(lats), "ms": [round(x, 2) for x in lats]})
                 print("%-13s %-10s n=%-3d median %7.2f ms  p99 %7.2f ms  max %7.2f ms"
                       % (kind, net, len(lats), statistics.median(lats), pct(lats, 99),
                          max(lats)), flush=True)
@@ -147,6 +164,13 @@ def main():
         print("board's own latencies (last %d): %s" % (len(st["latencies"]), ", ".join(
             "%s max %.2f ms" % (w, max(v)) for w, v in sorted(own.items()))))
         print("safety violations recorded by the board: %d" % st["violation_count"])
+        if REFUSED:
+            print("starts refused and asked again: %d (%s)" % (len(REFUSED), ", ".join(
+                sorted(set("%s %s/%s" % r for r in REFUSED)))))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({"rows": rows, "speed": a.speed, "violations": st["violation_count"],
+                           "refused": REFUSED}, f, indent=1)
     finally:
         pile.stop()
         proxy.close()

@@ -1,25 +1,42 @@
 """MicroPython: the firmware's Link beside a 10 ms heartbeat task (run by bench_link.py).
 
-  micropython bench/stall_link.py HOST PORT USER PASSWORD
-Prints "G <max heartbeat gap ms> <connected 0/1>" every 100 ms; publishes one QoS 1
-message every 500 ms so the outbox and acknowledgements are exercised too.
+  micropython bench/stall_link.py HOST PORT USER PASSWORD PROFILE [CONTROL_PORT]
+See stall_kit.py for the arguments and what is printed.  PROFILE "short": keepalive 3 s,
+back-off 200..1000 ms, connect timeout 2 s; "default": pile/config.py DEFAULTS.
+The board is a stand-in with only what the Link asks of it: net_up() and
+time_trusted().  A datagram "net 0" / "net 1" on 127.0.0.1:CONTROL_PORT takes the
+board's network down or up: what the simulated board's bench {"cmd":"net","up":false}
+does (its net_up() answers False; the TCP connection itself is left as it is).
 """
 import asyncio
+import socket
 import sys
-import time
 
+import stall_kit as kit
 from pile import config, link, log
 
-host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-CREDS = {"mqtt_account": user, "mqtt_password": password, "mqtt_id": user,
-         "mqtt_server_addr": "tcp://%s:%d" % (host, port)}
-cfg = dict(config.DEFAULTS, product_type="BENCH", dev_id=user, keepalive_s=3,
-           backoff_min_ms=200, backoff_max_ms=1000, connect_timeout_ms=2000)
-worst = 0
+CREDS = {"mqtt_account": kit.USER, "mqtt_password": kit.PASSWORD, "mqtt_id": kit.USER,
+         "mqtt_server_addr": "tcp://%s:%d" % (kit.HOST, kit.PORT)}
+cfg = dict(config.DEFAULTS, product_type="BENCH", dev_id=kit.USER)
+if kit.SHORT:
+    cfg.update(keepalive_s=3, backoff_min_ms=200, backoff_max_ms=1000, connect_timeout_ms=2000)
+
+
+class Board:
+    """The board as far as the Link is concerned."""
+    net = True
+
+    def net_up(self):
+        return self.net
+
+    def time_trusted(self):
+        return True
 
 
 class Prov:
     """Stands in for provisioning: fixed credentials."""
+    stored = True
+
     async def creds(self):
         return CREDS
 
@@ -27,31 +44,35 @@ class Prov:
         print("forget:", why)
 
 
-async def heartbeat():
-    global worst
-    last = time.ticks_ms()
+async def on_message(topic, msg):
+    pass
+
+
+async def control(board, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+    s.setblocking(False)
     while True:
-        await asyncio.sleep_ms(10)
-        now = time.ticks_ms()
-        worst = max(worst, time.ticks_diff(now, last))
-        last = now
+        await asyncio.sleep_ms(20)
+        try:
+            cmd = s.recv(16)
+        except OSError:
+            continue
+        board.net = cmd != b"net 0"
 
 
-async def main():
-    global worst
-    log.echo = False
-    lk = link.Link(cfg, Prov(), lambda t, m: None, lambda: None)
-    asyncio.create_task(lk.run())
-    asyncio.create_task(heartbeat())
-    topic = "/sys/BENCH/%s/thing/event/benchEvt/post" % user
+async def publisher(lk):
     n = 0
     while True:
-        await asyncio.sleep_ms(100)
+        await asyncio.sleep_ms(kit.PUBLISH_MS)
         n += 1
-        if n % 5 == 0:
-            lk.publish(topic, ('{"n": %d}' % n).encode(), 1)
-        print("G %d %d" % (worst, lk.connected))
-        worst = 0
+        lk.publish(kit.TOPIC, '{"n": %d}' % n, 1)
 
 
-asyncio.run(main())
+log.echo = False
+board = Board()
+lk = link.Link(cfg, Prov(), board, on_message, lambda: None)
+tasks = [lk.run(), publisher(lk)]
+if len(sys.argv) > 6:
+    tasks.append(control(board, int(sys.argv[6])))
+kit.run(lambda: lk.connected, *tasks)
