@@ -9,7 +9,7 @@ same sums (of dv*dv, di*di, dv*di over int16 samples less their offsets) in C, c
 here with gcc -O2 and timed on the very bursts the MicroPython run wrote out (its sums
 checked equal to the kernel's).
 Figures are for the host CPU; an ESP32 is much slower, the ratios are what carry over.
-The heap defaults to the ESP32's 110 KB: in a loop that allocates only multi-block
+The heap defaults to 110 KB, what an ESP32 without PSRAM leaves to Python: in a loop that allocates only multi-block
 objects (here the result tuples) MicroPython's allocator rescans everything allocated
 since its last one-block allocation, so a 2 MB unix heap makes small calls look several
 times slower than they are on the board.

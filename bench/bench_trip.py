@@ -2,8 +2,8 @@
 
 Run from anywhere with CPython:  python3 bench/bench_trip.py [--n N] [--heap BYTES]
                                  [--speed X] [--json FILE]
-(--heap runs the firmware compiled to x64 .mpy, as on the board, in that heap: 110000 is
-the ESP32's; the source files alone do not compile in it).  Board speed 1 by default (the
+(--heap runs the firmware compiled to x64 .mpy, as on the board, in that heap; the bound
+the firmware is held to is HEAP in tests/system/test_memory.py).  Board speed 1 by default (the
 firmware's board-time holds and debounces in real time, as on a pile), relay_min_open_s 0
 (the contactor may close again at once: the next injection need not wait 10 s).
 Starts a private mosquitto, the platform simulator, a netem proxy between them and the pile,
