@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import build_mpy  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
-NOT_DEPLOYED = ("hal/sim.mpy",)
+NOT_DEPLOYED = ("hal/sim.mpy", "hal/simbench.mpy")
 HEAP = r"""
 import gc, sys
 class Fake:

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "firmware"))
 import build_mpy  # noqa: E402
 from pile import boardfile  # noqa: E402
 
-SKIP = ("hal/sim.mpy",)     # the simulated board never runs on hardware
+SKIP = ("hal/sim.mpy", "hal/simbench.mpy")    # the simulated board never runs on hardware
 
 
 def load_board(name):

@@ -26,11 +26,8 @@ released once the contacts report open.  Locking: three tries of LOCK_MS; a lock
 lets go while charging, or never engages, is fault 3011; an unlock that does not follow
 is driven again every LOCK_MS (protection trips 3011 after unlock_hold_ms).
 
-Stop codes: platform stopChargeSrv -> cfg "stop_codes" by stop_reason (1002 for an
-unknown reason), at the pile (bench stop, stop button, REPL) 1001, time / energy / amount
-limit 1003 / 1004 / 1005, offline too long 1006, gun pulled out 1008, the vehicle paused
-in B for vehicle_pause_s 1010, a fault: its code.  1011 (vehicle stopped) is not
-produced: without ISO 15118 a vehicle that stops cannot be told from one that pauses.
+Stop codes (docs/faults.md): the platform's stop by cfg "stop_codes", the pile's own 1001,
+the limits 1003-1005, offline 1006, pulled out 1008, paused in B 1010, a fault its code.
 
 Repeats: a start or stop for the running session or one of the last RECENT trades is
 answered again (the recorded start_result, or stop_result 11 / reason 11 with the
@@ -452,47 +449,13 @@ class Gun:
         self.end(AT_PILE)
 
     def recover(self):
-        """At boot: a checkpoint left by a power cut or reset becomes an order (stop code
-        power_loss_reason, the last checkpoint's end time) unless the journal already has
-        that session; the checkpoint goes only once the order is journaled.  The
-        journal's latest sessions are remembered, so a repeated start or stop is only
-        answered."""
-        code, j, o = self.cfg["power_loss_reason"], self.journal, self.journal.open
-        rec = session.restore(code)
-        if rec is None and o and not j.has(o[0]):
-            # every checkpoint lost: the order from the meter register, all of its energy
-            # in the band of the start, ended at the register's last write
-            e = [0, 0, 0, 0]
-            e[o[6]] = max(0, self.metering.register() - o[2])
-            rec = [journal.ORDER, o[0], o[1], max(o[1], self.metering.saved_ms), o[3],
-                   o[2], e, o[4], o[5], code]
-            log.warn("gun", "session %s: no checkpoint; billed from the register" % o[0])
-        if rec is not None:
-            if not j.has(rec[1]):
-                j.add(rec)
-                log.warn("gun", "session %s closed at boot, %d Wh"
-                         % (rec[1], sum(rec[6]) // 1000))
-            store.remove(session.FILE)
+        """At boot: a session a power cut or reset left is billed (session.recover), and
+        the journal's latest sessions are remembered, so that a repeated start or stop is
+        only answered.  Returns the order record made, or None."""
+        rec = session.recover(self.cfg["power_loss_reason"], self.journal, self.metering)
         for d in self.journal.done:
             self._remember(d[0], _OK, 0, d[1])
         for r in self.journal.recs:
             if r[0] in (journal.ORDER, journal.WIRE):
                 self._remember(r[1], _OK, 0, journal.stop_code(r))
         return rec
-
-    # --- what the reports say -------------------------------------------------------------
-    def status(self):
-        """acGunRunIty's values (pile.protocol.status): work_status, plugged, locked, relay
-        closed, duty, mV, mA, mW, 0.1 degC, trade, charged ms, energy per band, model;
-        current and power 0 with the relay open; after a session, until the unplug, the
-        finished session's trade and totals."""
-        b, m = self.board, self.metering
-        s = self.s or self.last             # finished, still plugged: its trade, totals
-        closed = b.relay_feedback()
-        return (self.work_status(), self.pilot.state in "BCD", b.lock_feedback(), closed,
-                self.duty, m.mv, m.ma if closed else 0, m.mw if closed else 0, b.gun_temp(),
-                s.trade if s else "", s.chg_ms if s else 0, s.e if s else _NONE,
-                s.model if s else None)
-
-
-_NONE = [0, 0, 0, 0]

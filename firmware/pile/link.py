@@ -29,12 +29,10 @@ network coming back ends the wait at once.  When the stored broker cannot be rea
 reprovision_s, provisioning runs again (PROTOCOL.md section 1: the platform may have
 moved its broker).
 
-publish() only queues, into the outbox: one preallocated buffer (BOX bytes) holding the
-topic and payload of each message back to back, so no message-sized block is allocated
-per message.  QoS 1 messages stay until PUBACK and are sent again after a reconnect
-(unless their sender resends them itself: again=False); QoS 0 messages are dropped while
-offline.  When the buffer is full the oldest QoS 0 message goes, else the oldest one.
-After a reconnect the messages queued by on_connect (the announcements) go out first.
+publish() only queues, into the outbox (pile/outbox.py: one preallocated buffer, QoS 1
+messages kept until PUBACK and sent again after a reconnect); QoS 0 messages are dropped
+while offline.  After a reconnect the messages queued by on_connect (the announcements)
+go out first.
 """
 import asyncio
 import random
@@ -44,6 +42,7 @@ from micropython import const
 from umqtt import simple
 
 from pile import log, net
+from pile.outbox import PID, QOS, Outbox
 
 _BOX = const(3072)           # the outbox's bytes
 _INBOX = const(8)            # received messages waiting for on_message
@@ -51,11 +50,6 @@ _RX_HOLD = const(2048)       # with the inbox full, read on until rx holds this 
 _MAX_PACKET = const(8192)    # larger downlinks are skipped
 _WRITE_WAIT_MS = const(3000)
 _TX = const(256)             # the transmit buffer: headers and topics (payloads go as they are)
-_TLEN = const(0)             # an outbox entry: topic length, payload length, qos, packet
-_PLEN = const(1)             # id once sent (None before), kept across a reconnect
-_QOS = const(2)
-_PID = const(3)
-_AGAIN = const(4)
 
 
 # umqtt asked for bytes that have not arrived (read()): the packet it wrote is complete.
@@ -88,10 +82,7 @@ class Link:
         self.cfg, self.prov, self.board = cfg, provisioner, board
         self.on_message = on_message    # async on_message(topic, payload)
         self.on_connect = on_connect
-        self.box = bytearray(_BOX)      # the outbox (see above), allocated once, at boot
-        self.used = 0
-        self.q = []                     # its entries, oldest first (_TLEN ...)
-        self.lead = 0                   # the first entry on_connect queued
+        self.out = Outbox(_BOX)         # allocated once, at boot
         self.inbox = []
         self.connected = False
         self.connects = 0
@@ -157,43 +148,10 @@ class Link:
         kept across a reconnect (its sender sends it again itself)."""
         if qos == 0 and not self.connected:
             return False
-        t, p = memoryview(topic), memoryview(payload)
-        n = len(t) + len(p)
-        if n > _BOX:
-            log.error("link", "message of %d bytes dropped: over the outbox" % n)
+        if not self.out.put(topic, payload, qos, again):
             return False
-        while self.used + n > _BOX:         # room: the oldest QoS 0 goes, else the oldest
-            k = 0
-            for i in range(len(self.q)):
-                if self.q[i][_QOS] == 0:
-                    k = i
-                    break
-            log.warn("link", "outbox full: a message dropped")
-            self._drop(k)
-        m = memoryview(self.box)
-        m[self.used:self.used + len(t)] = t
-        m[self.used + len(t):self.used + n] = p
-        self.used += n
-        self.q.append([len(t), len(p), qos, None, again])
         self._wake = True
         return True
-
-    def _at(self, k):
-        """Offset of entry k in the outbox."""
-        off = 0
-        for i in range(k):
-            off += self.q[i][_TLEN] + self.q[i][_PLEN]
-        return off
-
-    def _drop(self, k):
-        """Take entry k out of the outbox, closing the gap it leaves."""
-        off, e = self._at(k), self.q.pop(k)
-        if k < self.lead:
-            self.lead -= 1
-        n = e[_TLEN] + e[_PLEN]
-        m = memoryview(self.box)
-        m[off:self.used - n] = m[off + n:self.used]     # moves the later messages down
-        self.used -= n
 
     # --- the session loop ---------------------------------------------------------------
     async def run(self):
@@ -233,15 +191,11 @@ class Link:
     def _down(self, later=False):
         """The session is over: forget what only it knew; keep what is sent again.
         later: it could not start for a reason that is not the broker's (the clock)."""
-        self.connected, self.lead = False, 0
+        self.connected = False
         if self._writer:
             w, self._writer = self._writer, None
             net.close(w)
-        for k in range(len(self.q) - 1, -1, -1):
-            if not self.q[k][_AGAIN]:
-                self._drop(k)
-            else:
-                self.q[k][_PID] = None
+        self.out.session_over()
         if later:
             self.unreached = None
         elif self.unreached is None:
@@ -294,7 +248,7 @@ class Link:
             self.connected = True
             self.connects += 1
             log.info("link", "connected (session %d)" % self.connects)
-            self.lead = len(self.q)     # what on_connect queues goes out first
+            self.out.lead = len(self.out.q)     # what on_connect queues goes out first
             try:
                 self.on_connect()
             except Exception as e:
@@ -336,31 +290,27 @@ class Link:
     async def _send(self, client):
         """Send what is not sent yet, one packet at a time, from the announcements on,
         then the older ones; a QoS 0 message is done once sent."""
+        out = self.out
         while True:
-            n = len(self.q)
-            for j in range(n):
-                k = (self.lead + j) % n
-                if self.q[k][_PID] is None:
-                    break
-            else:
+            k = out.unsent()
+            if k is None:
                 return
-            e, off = self.q[k], self._at(k)
-            m = memoryview(self.box)
+            e = out.q[k]
             if client.pid >= 0xFFFF:
                 client.pid = 0
-            self._encode(client.publish, m[off:off + e[_TLEN]],
-                         m[off + e[_TLEN]:off + e[_TLEN] + e[_PLEN]], False, e[_QOS])
-            if e[_QOS]:
-                e[_PID] = client.pid
+            topic, payload = out.message(k)
+            self._encode(client.publish, topic, payload, False, e[QOS])
+            if e[QOS]:
+                e[PID] = client.pid
             else:
-                self._drop(k)
+                out.drop(k)
             await self._flush()     # the outbox may change while this waits
 
     async def _drain(self):
         """Hand received messages to on_message, two at a time and only while the outbox
         has room for their replies (which the next round sends); then the packets held
         back while the inbox was full."""
-        if self.used > _BOX - 1024:
+        if self.out.used > _BOX - 1024:
             return      # their answers would not fit: wait for PUBACKs to make room
         for _ in range(min(2, len(self.inbox))):
             try:        # out of memory before it acted, on_message raises: the message
@@ -501,14 +451,8 @@ class Link:
             elif kind == 0x90:              # SUBACK
                 self._acks[rx[2] << 8 | rx[3]] = rx[4]
             elif kind == 0x40:              # PUBACK: the message is delivered
-                self._puback(rx[2] << 8 | rx[3])
+                self.out.acked(rx[2] << 8 | rx[3])
             self._cut(size)
-
-    def _puback(self, pid):
-        for k in range(len(self.q)):
-            if self.q[k][_PID] == pid:
-                self._drop(k)
-                break
 
     def _skim(self, at):
         """A PUBLISH waits at the head of rx for room in the inbox: the PUBACKs and
@@ -522,7 +466,7 @@ class Link:
             end, kind = i + h[0] + h[1], m[i] & 0xF0
             if kind == 0x40 or kind == 0xD0:
                 if kind == 0x40:
-                    self._puback(m[i + 2] << 8 | m[i + 3])
+                    self.out.acked(m[i + 2] << 8 | m[i + 3])
                 self.rx = bytes(m[:i]) + bytes(m[end:])
             else:
                 i = end

@@ -185,7 +185,7 @@ class Protocol:
             i["dev_reg_method"], i["hardware_ver"], sw_ver, self.cfg["sdk_ver"]))
 
     def status(self, g):
-        """acGunRunIty from the gun's status list g (pile.gun.status: work_status,
+        """acGunRunIty from the gun's status list g (pile.reports._gun_status: work_status,
         plugged, locked, relay closed, duty %, mV, mA, mW, 0.1 degC or None, trade,
         charged ms, energy per band in mWh, the model or None).  Nothing negative goes
         out: a field that cannot be negative is clamped at 0."""

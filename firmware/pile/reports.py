@@ -59,7 +59,7 @@ class Reports:
         g, cfg, now = self.gun, self.cfg, self.board.ticks_ms()
         ws = g.work_status()
         if self.link.connected:
-            self._send(self.proto.status(g.status()), 0)
+            self._send(self.proto.status(self._gun_status()), 0)
             self.sent_t = now
         self.last_ws = ws
         if g.state == CHARGING:
@@ -71,6 +71,19 @@ class Reports:
             self.charging_since = None
             every = cfg["telemetry_fast_s"] if g.state == STARTING else cfg["heartbeat_s"]
         self.next_status = time.ticks_add(now, every * 1000)
+
+    def _gun_status(self):
+        """acGunRunIty's values (pile.protocol.status): work_status, plugged, locked, relay
+        closed, duty, mV, mA, mW, 0.1 degC, trade, charged ms, energy per band, model;
+        current and power 0 with the relay open; after a session, until the unplug, the
+        finished session's trade and totals."""
+        g, b, m = self.gun, self.board, self.gun.metering
+        s = g.s or g.last                   # finished, still plugged: its trade, totals
+        closed = b.relay_feedback()
+        return (g.work_status(), g.pilot.state in "BCD", b.lock_feedback(), closed,
+                g.duty, m.mv, m.ma if closed else 0, m.mw if closed else 0, b.gun_temp(),
+                s.trade if s else "", s.chg_ms if s else 0, s.e if s else _NONE,
+                s.model if s else None)
 
     def faults(self):
         """totalFaultEvt; again every fault_repeat_s while any fault or warning lasts."""
@@ -114,3 +127,6 @@ class Reports:
             self.faults()
         if self.next_status is None or time.ticks_diff(now, self.next_status) >= 0:
             self.status()
+
+
+_NONE = [0, 0, 0, 0]

@@ -19,7 +19,7 @@ no "v", "last_ms" the end) is read too.
 """
 from micropython import const
 
-from pile import fees, journal, store
+from pile import fees, journal, log, store
 
 FILE = "session.json"
 CHECK_MWH = const(50000)        # a checkpoint every 50 Wh ...
@@ -89,6 +89,28 @@ def _check(doc):
         if type(x) is not int or x < 0:
             return "checkpoint values must be non-negative integers"
     return vet(doc.get("model"))
+
+
+def recover(code, j, metering):
+    """At boot: a checkpoint left by a power cut or reset becomes an order in journal j
+    (stop code `code`, the last checkpoint's end time) unless j already has that session;
+    with every checkpoint lost, the session j left open is billed from the meter register
+    (all its energy in the band of the start, ended at the register's last write).  The
+    checkpoint goes only once the order is journaled.  Returns the order record or None."""
+    rec, o = restore(code), j.open
+    if rec is None and o and not j.has(o[0]):
+        e = [0, 0, 0, 0]
+        e[o[6]] = max(0, metering.register() - o[2])
+        rec = [journal.ORDER, o[0], o[1], max(o[1], metering.saved_ms), o[3],
+               o[2], e, o[4], o[5], code]
+        log.warn("gun", "session %s: no checkpoint; billed from the register" % o[0])
+    if rec is not None:
+        if not j.has(rec[1]):
+            j.add(rec)
+            log.warn("gun", "session %s closed at boot, %d Wh"
+                     % (rec[1], sum(rec[6]) // 1000))
+        store.remove(FILE)
+    return rec
 
 
 def restore(code):
