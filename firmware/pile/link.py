@@ -89,7 +89,7 @@ class Link:
         self.last_error = None
         self.unreached = None           # ticks since the stored broker was last reached
         self._writer = None
-        self._wake = False             # set: something to send or handle, go round now
+        self._wake = asyncio.Event()    # set: something to send or handle, go round now
         self._txbuf = bytearray(_TX)    # small pieces of a packet collect here
         self._txn = 0
         self._out = False               # part of the packet being encoded left tx
@@ -150,7 +150,7 @@ class Link:
             return False
         if not self.out.put(topic, payload, qos, again):
             return False
-        self._wake = True
+        self._wake.set()
         return True
 
     # --- the session loop ---------------------------------------------------------------
@@ -227,6 +227,7 @@ class Link:
         # the CONNECT, with the password, leaves only for a broker whose certificate passed
         await self._flush(cfg["connect_timeout_ms"])
         reader = asyncio.create_task(self._reader_loop())
+        ticker = None
         try:
             rc = await self._expect("connack")
             if rc in (4, 5):
@@ -253,9 +254,12 @@ class Link:
                 self.on_connect()
             except Exception as e:
                 log.error("link", "on_connect failed: %r" % e)
+            ticker = asyncio.create_task(self._tick())
             await self._loop(client)
         finally:
             reader.cancel()
+            if ticker:
+                ticker.cancel()
 
     async def _loop(self, client):
         keep_ms = self.cfg["keepalive_s"] * 1000
@@ -263,7 +267,7 @@ class Link:
         while True:
             # cleared before the work, so a publish() made while handling a message
             # wakes the next round at once instead of waiting out the 50 ms
-            self._wake = False
+            self._wake.clear()
             try:
                 if self._reader_error:
                     raise OSError(self._reader_error)
@@ -282,10 +286,17 @@ class Link:
                     raise OSError("no packet from the broker for %d s" % (keep_ms // 1000))
             except MemoryError:     # nothing half sent (that is net.BROKEN): the round
                 pass                # goes again once memory is back; the session stays
-            for _ in range(10):     # up to 50 ms; polled: no task, no allocation
-                if self._wake:
-                    break
+            try:                    # the reader, publish() or the ticker (50 ms) sets it
+                await self._wake.wait()     # (a wait is a small generator: out of
+            except MemoryError:             # memory, a 5 ms sleep, which is not)
                 await asyncio.sleep_ms(5)
+
+    async def _tick(self):
+        """Wake the loop every 50 ms at least: its pings and checks need no event.
+        (asyncio.wait_for would bound the wait instead, with two tasks a round.)"""
+        while True:
+            await asyncio.sleep_ms(50)
+            self._wake.set()
 
     async def _send(self, client):
         """Send what is not sent yet, one packet at a time, from the announcements on,
@@ -389,7 +400,7 @@ class Link:
                     self._dispatch()
                 except MemoryError:         # what is not handled stays in rx: _drain
                     pass                    # dispatches again
-                self._wake = True
+                self._wake.set()
         except Exception as e:
             try:
                 self._reader_error = str(e) or repr(e)
